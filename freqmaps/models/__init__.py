@@ -1,0 +1,39 @@
+"""Models found by name: `create_model("resnet20", num_classes=10, in_channels=3, image_size=32)`.
+
+Every model takes pixels in [0, 1] and normalises inside, so attacks and frequency maps act on raw pixels.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from freqmaps.models.resnet_cifar import CifarResNet
+from freqmaps.models.small_cnn import SmallCNN
+from freqmaps.models.torchvision_models import resnet18, vit_b_16
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": lambda num_classes, in_channels, image_size, pretrained: SmallCNN(num_classes, in_channels),
+    "resnet20": lambda num_classes, in_channels, image_size, pretrained: CifarResNet(20, num_classes, in_channels),
+    "resnet56": lambda num_classes, in_channels, image_size, pretrained: CifarResNet(56, num_classes, in_channels),
+    "resnet18": lambda num_classes, in_channels, image_size, pretrained: resnet18(num_classes, in_channels, pretrained),
+    "vit_b_16": lambda num_classes, in_channels, image_size, pretrained: vit_b_16(
+        num_classes, in_channels, image_size, pretrained
+    ),
+}
+
+MODEL_NAMES = tuple(_REGISTRY)
+
+
+def create_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, pretrained: bool = False
+) -> nn.Module:
+    """Build a registered model. Raises ValueError naming the known models for an unknown name."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if pretrained and name not in ("resnet18", "vit_b_16"):
+        raise ValueError(f"pretrained weights exist only for resnet18 and vit_b_16, not {name!r}")
+    return _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
+
+
+__all__ = ["MODEL_NAMES", "CifarResNet", "SmallCNN", "create_model"]

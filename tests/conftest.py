@@ -1,0 +1,68 @@
+"""Shared fixtures: small real models trained in seconds on real data (digits) and on the
+planted-frequency oracle. Session-scoped so the whole suite trains each once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datamodules.digits import load_digits_tensors
+from freqmaps.models import SmallCNN
+from freqmaps.synthetic import PlantedFrequencyData, planted_frequency_images
+
+
+def train_classifier(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
+    seed: int = 0,
+) -> nn.Module:
+    """Plain Adam training loop; returns the model in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@dataclass
+class Trained:
+    """A trained model (eval mode) with its held-out data: x_test (n, C, H, W) in [0, 1], y_test (n,)."""
+
+    model: nn.Module
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    test_accuracy: float
+
+
+@pytest.fixture(scope="session")
+def digits_cnn() -> Trained:
+    """SmallCNN on 32x32 digits: 1,400 train / 397 test images, about 98% test accuracy."""
+    x, y = load_digits_tensors(32, 1)
+    model = train_classifier(SmallCNN(10, 1), x[:1400], y[:1400], epochs=8)
+    return Trained(model, x[1400:], y[1400:], accuracy(model, x[1400:], y[1400:]))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data() -> tuple[PlantedFrequencyData, PlantedFrequencyData]:
+    """Planted-frequency train (2,000) and test (400) images: 4 classes, 1 channel, 32x32, same frequencies."""
+    return planted_frequency_images(2000, seed=1), planted_frequency_images(400, seed=2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cnn(synthetic_data) -> Trained:
+    """SmallCNN trained on the planted-frequency data."""
+    train, test = synthetic_data
+    model = train_classifier(SmallCNN(4, 1), train.x, train.y, epochs=6)
+    return Trained(model, test.x, test.y, accuracy(model, test.x, test.y))
