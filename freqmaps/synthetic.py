@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from freqmaps.errors import UserInputError
+
 
 @dataclass
 class PlantedFrequencyData:
@@ -45,7 +47,7 @@ def class_frequencies(
     ]
     needed = num_classes * freqs_per_class
     if needed > len(candidates):
-        raise ValueError(
+        raise UserInputError(
             f"{num_classes} classes x {freqs_per_class} frequencies need {needed} distinct frequencies, "
             f"but only {len(candidates)} exist with radius <= {max_radius} at {image_size}px; "
             "raise max_radius or lower freqs_per_class"
@@ -76,7 +78,7 @@ def planted_frequency_images(
     `seed` draws the images. Amplitude of each cosine: amplitude * U(1 - jitter, 1 + jitter).
     """
     if n < 1 or num_classes < 2 or channels < 1 or image_size < 4:
-        raise ValueError(f"need n >= 1, num_classes >= 2, channels >= 1, image_size >= 4; got "
+        raise UserInputError(f"need n >= 1, num_classes >= 2, channels >= 1, image_size >= 4; got "
                          f"n={n}, num_classes={num_classes}, channels={channels}, image_size={image_size}")
     freqs = class_frequencies(num_classes, freqs_per_class, image_size, max_radius, frequency_seed)
     g = torch.Generator().manual_seed(seed)

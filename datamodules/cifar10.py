@@ -1,0 +1,70 @@
+"""CIFAR-10: torchvision's download, or an image folder `root/{train,test}/<class>/*.jpg`
+(such as the extracted ../shared/data/cifar10-jpeg.tar.gz)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision import transforms as T
+from torchvision.datasets import CIFAR10, ImageFolder
+
+from datamodules.base import ImageDataModule, require_image_folder, seeded_split
+from freqmaps.errors import UserInputError
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """50,000 train images (minus `val_size` held out for validation, seeded) and 10,000 test images.
+
+    Batches: x (B, 3, 32, 32) in [0, 1] (no normalisation: the model normalises inside), y (B,) in 0..9.
+    Augmentation of the training images only: random crop with 4-pixel zero padding, horizontal flip.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/cifar10",
+        download: bool = False,
+        random_crop: bool = True,
+        horizontal_flip: bool = True,
+        val_size: int = 5000,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.num_classes, self.in_channels, self.image_size = 10, 3, 32
+        self.root, self.download, self.val_size = Path(root), download, val_size
+        augment = ([T.RandomCrop(32, padding=4)] if random_crop else []) + (
+            [T.RandomHorizontalFlip()] if horizontal_flip else []
+        )
+        self.train_transform = T.Compose([*augment, T.ToTensor()])
+        self.eval_transform = T.ToTensor()
+        self.image_folder = (self.root / "train").is_dir() or (self.root / "test").is_dir()
+        if self.image_folder:
+            require_image_folder(self.root, ("train", "test"), "CIFAR10DataModule")
+        elif not download and not (self.root / "cifar-10-batches-py").is_dir():
+            raise UserInputError(
+                f"CIFAR10DataModule: no CIFAR-10 under {self.root}. Expected either an image folder "
+                f"{self.root}/train/<class>/*.jpg and {self.root}/test/<class>/*.jpg, or torchvision's "
+                f"{self.root}/cifar-10-batches-py; set data.download=true to fetch it, or data.root to where it is"
+            )
+
+    def prepare_data(self) -> None:
+        if self.download and not self.image_folder:
+            for train in (True, False):
+                CIFAR10(str(self.root), train=train, download=True)
+
+    def _dataset(self, split: str, transform):
+        if not self.image_folder:
+            return CIFAR10(str(self.root), train=split == "train", transform=transform)
+        dataset = ImageFolder(str(self.root / split), transform=transform)
+        if len(dataset.classes) != 10:
+            raise UserInputError(
+                f"CIFAR10DataModule: {self.root / split} has {len(dataset.classes)} class folders, expected 10"
+            )
+        return dataset
+
+    def build_datasets(self):
+        train, val = seeded_split(
+            self._dataset("train", self.train_transform), self.val_size, self.seed,
+            holdout_view=self._dataset("train", self.eval_transform),
+        )
+        return train, val, self._dataset("test", self.eval_transform)

@@ -1,0 +1,44 @@
+"""Imagenette (the 10 easy ImageNet classes) from an image folder `root/{train,val}/<class>/*.JPEG`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
+
+from datamodules.base import ImageDataModule, require_image_folder, seeded_split
+
+
+class ImagenetteDataModule(ImageDataModule):
+    """Training images minus `val_size` held out (seeded) for validation; the `val` folder is the test set.
+
+    Batches: x (B, 3, image_size, image_size) in [0, 1], y (B,) in 0..num_classes-1 (class folders in sorted order).
+    Training: random resized crop and horizontal flip; evaluation: resize to image_size * 8/7, centre crop.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/imagenette2",
+        image_size: int = 224,
+        val_size: int = 500,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.root = Path(root)
+        self.in_channels, self.image_size, self.val_size = 3, image_size, val_size
+        self.train_transform = T.Compose(
+            [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()]
+        )
+        self.eval_transform = T.Compose([T.Resize(image_size * 8 // 7), T.CenterCrop(image_size), T.ToTensor()])
+        require_image_folder(self.root, ("train", "val"), "ImagenetteDataModule",
+                             " Imagenette is at https://github.com/fastai/imagenette.")
+        self.num_classes = sum(1 for p in (self.root / "train").iterdir() if p.is_dir())
+
+    def build_datasets(self):
+        train, val = seeded_split(
+            ImageFolder(str(self.root / "train"), transform=self.train_transform), self.val_size, self.seed,
+            holdout_view=ImageFolder(str(self.root / "train"), transform=self.eval_transform),
+        )
+        return train, val, ImageFolder(str(self.root / "val"), transform=self.eval_transform)

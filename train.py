@@ -1,0 +1,68 @@
+"""LightningCLI entry point: `python train.py fit|validate|test --config configs/<name>.yaml`.
+
+`num_classes`, `in_channels` and `image_size` flow from the datamodule into the model; configs may
+interpolate (`${data.image_size}`) because the parser runs in omegaconf mode. After `fit` the best
+checkpoint is tested (`--test_after_fit false` turns that off).
+"""
+from __future__ import annotations
+
+import sys
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from freqmaps.errors import UserInputError
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Besides config.yaml in the log folder, the resolved config goes to every logger (W&B: the run's config)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+class FreqmapsCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in ("num_classes", "in_channels", "image_size"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit")
+
+    def after_fit(self) -> None:
+        if not self.config.fit.test_after_fit or self.trainer.interrupted:
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None and not self.trainer.fast_dev_run else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def main(args: list[str] | None = None) -> FreqmapsCLI:
+    return FreqmapsCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=LoggerSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+        args=args,
+    )
+
+
+def user_error(error: BaseException | None) -> UserInputError | None:
+    """The UserInputError behind `error` (jsonargparse wraps errors raised while instantiating a config)."""
+    while error is not None and not isinstance(error, UserInputError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        sys.exit(f"error: {cause}")
