@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import yaml
+from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -39,6 +40,9 @@ class FreqmapsCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> FreqmapsCLI:
+    # omegaconf+: `${trainer.max_epochs}` in a config is resolved after command-line overrides are applied,
+    # relative to the config's own root (not the subcommand's namespace)
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return FreqmapsCLI(
         LightningModule,
         LightningDataModule,
@@ -46,7 +50,7 @@ def main(args: list[str] | None = None) -> FreqmapsCLI:
         subclass_mode_data=True,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf+"},
         args=args,
     )
 

@@ -66,3 +66,43 @@ def synthetic_cnn(synthetic_data) -> Trained:
     train, test = synthetic_data
     model = train_classifier(SmallCNN(4, 1), train.x, train.y, epochs=6)
     return Trained(model, test.x, test.y, accuracy(model, test.x, test.y))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_offline_wandb():
+    """W&B in tests: offline, quiet, and no run left open between tests."""
+    import os
+
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    yield
+    wandb.finish()
+
+
+@pytest.fixture(scope="session")
+def cifar10_few(tmp_path_factory):
+    """A small real CIFAR-10 image folder (12 train and 4 test JPEGs per class) from ../shared's archive."""
+    import tarfile
+    from collections import Counter
+
+    from benchmarks.common import SHARED_CIFAR10
+
+    if not SHARED_CIFAR10.is_file():
+        pytest.skip(f"needs the shared CIFAR-10 archive at {SHARED_CIFAR10}")
+    root = tmp_path_factory.mktemp("cifar10")
+    quota, taken = {"train": 12, "test": 4}, Counter()
+    with tarfile.open(SHARED_CIFAR10) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) >= 3 and parts[-3] in quota:
+                key = (parts[-3], parts[-2])
+                if taken[key] < quota[parts[-3]]:
+                    taken[key] += 1
+                    target = root / parts[-3] / parts[-2] / parts[-1]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member).read())
+            if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
+                break
+    return root

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from freqmaps.errors import UserInputError
 from freqmaps.models.resnet_cifar import CifarResNet
 from freqmaps.models.small_cnn import SmallCNN
 from freqmaps.models.torchvision_models import resnet18, vit_b_16
@@ -28,11 +29,11 @@ MODEL_NAMES = tuple(_REGISTRY)
 def create_model(
     name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, pretrained: bool = False
 ) -> nn.Module:
-    """Build a registered model. Raises ValueError naming the known models for an unknown name."""
+    """Build a registered model. Raises UserInputError naming the known models for an unknown name."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        raise UserInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     if pretrained and name not in ("resnet18", "vit_b_16"):
-        raise ValueError(f"pretrained weights exist only for resnet18 and vit_b_16, not {name!r}")
+        raise UserInputError(f"pretrained weights exist only for resnet18 and vit_b_16, not {name!r}")
     return _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from freqmaps.errors import UserInputError
 from freqmaps.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 
 
@@ -43,7 +44,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
+            raise UserInputError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
         n = (depth - 2) // 6
         self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD, in_channels)
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
+from freqmaps.errors import UserInputError
 from freqmaps.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
 
@@ -32,9 +33,9 @@ def resnet18(num_classes: int = 10, in_channels: int = 3, pretrained: bool = Fal
 def vit_b_16(num_classes: int = 10, in_channels: int = 3, image_size: int = 224, pretrained: bool = False) -> nn.Module:
     """x: (B, C, image_size, image_size) in [0, 1] -> logits (B, num_classes). image_size a multiple of 16."""
     if image_size % 16 != 0:
-        raise ValueError(f"vit_b_16 needs an image size divisible by 16, got {image_size}")
+        raise UserInputError(f"vit_b_16 needs an image size divisible by 16, got {image_size}")
     if pretrained and image_size != 224:
-        raise ValueError("pretrained vit_b_16 weights are for 224x224 inputs")
+        raise UserInputError("pretrained vit_b_16 weights are for 224x224 inputs")
     if pretrained:
         net = torchvision.models.vit_b_16(weights="DEFAULT")
     else:

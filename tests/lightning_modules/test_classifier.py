@@ -1,0 +1,34 @@
+"""StandardClassifier learns the planted-frequency data and builds its optimizer and scheduler from callables."""
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import torch
+
+from datamodules import SyntheticFrequencyDataModule
+from lightning_modules import StandardClassifier
+
+
+def test_planted_frequency_data_is_learnable():
+    L.seed_everything(0)
+    dm = SyntheticFrequencyDataModule(num_train=2000, num_val=400, num_test=400, batch_size=64)
+    model = StandardClassifier("small_cnn", dm.num_classes, dm.in_channels, dm.image_size)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert trainer.callback_metrics["val/acc"] >= 0.9
+    assert trainer.callback_metrics["val/acc_best"] >= trainer.callback_metrics["val/acc"]
+
+
+def test_optimizer_and_scheduler_come_from_the_config():
+    model = StandardClassifier(
+        "resnet20", 10, 3, 32,
+        optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-4),
+        lr_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[100, 150], gamma=0.1),
+    )
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert scheduler.milestones == {100: 1, 150: 1}
+    assert isinstance(StandardClassifier().configure_optimizers(), torch.optim.Adam)
