@@ -1,4 +1,4 @@
-"""Training images/s: one Lightning fit epoch (StandardClassifier, metrics, logging, progress bar) versus a
+"""Training images/s: one Lightning fit epoch (StandardClassifier, torchmetrics, logging) versus a
 plain PyTorch loop over the same model, data, batch size and optimizer, alternated in the same run.
 
     python -m benchmarks.train_throughput [--model resnet20] [--images 2048] [--batch-size 64] [--rounds 3]
@@ -42,9 +42,10 @@ def plain_epoch(model: torch.nn.Module, loader: DataLoader) -> float:
 
 
 def lightning_epoch(module: StandardClassifier, loader: DataLoader) -> float:
-    """Seconds of `Trainer.fit` for one epoch (no validation, no checkpoint), progress bar on."""
+    """Seconds of `Trainer.fit` for one epoch (no validation, checkpoint or progress bar)."""
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     return time.perf_counter() - start
