@@ -36,7 +36,7 @@ class StandardClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "train_attack", "eval_attack"])
         self.model = create_model(model_name, num_classes, in_channels, image_size, pretrained)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
