@@ -13,7 +13,7 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from freqmaps.errors import UserInputError
+from freqmaps.errors import user_error
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -53,13 +53,6 @@ def main(args: list[str] | None = None) -> FreqmapsCLI:
         parser_kwargs={"parser_mode": "omegaconf+"},
         args=args,
     )
-
-
-def user_error(error: BaseException | None) -> UserInputError | None:
-    """The UserInputError behind `error` (jsonargparse wraps errors raised while instantiating a config)."""
-    while error is not None and not isinstance(error, UserInputError):
-        error = error.__cause__ or error.__context__
-    return error
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def cifar10_tensors(root: Path, split: str = "test", n: int | None = None, seed:
 
 def load_classifier(checkpoint: Path = DEFAULT_CHECKPOINT) -> nn.Module:
     """The network inside a Lightning checkpoint written by `python train.py fit` (eval mode, CPU)."""
-    from freqmaps.models import create_model
+    from lightning_modules.checkpoint import load_network
 
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(
@@ -51,12 +51,7 @@ def load_classifier(checkpoint: Path = DEFAULT_CHECKPOINT) -> nn.Module:
             "configs/cifar10_resnet20.yaml --data.root data/cifar10 --trainer.max_epochs 3\n"
             f"and copy its last.ckpt to {checkpoint}"
         )
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hp = ckpt["hyper_parameters"]
-    model = create_model(hp["model_name"], hp["num_classes"], hp["in_channels"], hp["image_size"])
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.eval()
+    return load_network(checkpoint)
 
 
 def best_time(fn: Callable[[], object], repeats: int = 3) -> float:

@@ -1,13 +1,16 @@
 """How strongly essential and adversarial maps align: IdCor (+ permutation p-value), SVCCA, linear CKA, cosine.
 
 SPEC §3. Inputs are paired sets `A` (adversarial) and `E` (essential), each (n, d): row i of both describes
-image i. Every function takes torch tensors (any device) and returns plain floats or small dataclasses.
+image i. Every function takes torch tensors (on any device; the work runs there) and returns plain floats or
+small dataclasses.
 
-References: Facco et al. 2017 (TwoNN), Basile et al. 2024/2025 (IdCor), Raghu et al. 2017 (SVCCA),
-Kornblith et al. 2019 (CKA).
+References: Facco, d'Errico, Rodriguez, Laio 2017 (TwoNN); Basile et al. 2025 (IdCor; frequency maps);
+Raghu et al. 2017 (SVCCA); Kornblith et al. 2019 (CKA).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,79 +18,194 @@ import torch.nn.functional as F
 
 from freqmaps.errors import UserInputError
 
+# Squared distances from the Gram identity |x|^2 + |y|^2 - 2 x.y lose their relative precision by cancellation
+# when they are tiny next to |x|^2 + |y|^2; below this fraction they are recomputed from differences, so
+# duplicates get exactly 0 (TwoNN drops them) and near-duplicates keep an accurate distance.
+_CANCELLATION = 1e-4
+
 
 def _check_points(X: torch.Tensor, name: str, min_points: int = 3) -> None:
     if X.dim() != 2:
         raise UserInputError(f"{name} must be a 2-D (n, d) tensor of points, got shape {tuple(X.shape)}")
     if X.shape[0] < min_points:
-        raise UserInputError(f"{name} needs at least {min_points} points, got {X.shape[0]}")
+        raise UserInputError(f"{name} needs at least {min_points} points (rows), got {X.shape[0]}")
+    if X.shape[1] < 1:
+        raise UserInputError(f"{name} has no features (shape {tuple(X.shape)})")
     if not torch.isfinite(X).all():
         raise UserInputError(f"{name} holds NaN or infinite values")
 
 
-def squared_distances(X: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances. X: (n, d) -> (n, n), exact zeros on the diagonal."""
-    sq = (X * X).sum(1)
-    D = (sq[:, None] + sq[None, :] - 2 * X @ X.T).clamp_min_(0)
-    D.fill_diagonal_(0)
-    return D
+def _check_pair(A: torch.Tensor, E: torch.Tensor, min_points: int = 3) -> None:
+    _check_points(A, "A", min_points)
+    _check_points(E, "E", min_points)
+    if A.shape[0] != E.shape[0]:
+        raise UserInputError(
+            f"A and E must hold the same images, row for row: {A.shape[0]} rows versus {E.shape[0]}")
+    if A.device != E.device:
+        raise UserInputError(f"A and E are on different devices ({A.device}, {E.device}); move one")
 
 
-def _two_nearest(D_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distances to the first and second nearest other point. D_sq: (m, n) rows whose own point is
-    marked +inf beforehand -> r1_sq, r2_sq: (m,)."""
-    r = torch.topk(D_sq, 2, dim=1, largest=False).values
-    return r[:, 0], r[:, 1]
+def _chunk_rows(n: int, device: torch.device, chunk_size: int | None) -> int:
+    """Rows per block of an (n, n) matrix: about 8M entries on CPU, 64M on a GPU. Few large calls: on shared
+    cores every multi-threaded call can wait a scheduler slice for its threads, so small blocks are slow."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise UserInputError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+        return min(chunk_size, n)
+    target = 2**26 if device.type == "cuda" else 2**23
+    return max(1, min(n, target // n))
 
 
-def twonn_from_neighbours(r1: torch.Tensor, r2: torch.Tensor, fraction: float = 0.9) -> float:
-    """TwoNN slope from first/second nearest-neighbour distances r1, r2: (n,) (not squared).
+def _squared_distance_rows(X: torch.Tensor, sq: torch.Tensor, start: int, stop: int,
+                           first_column: int = 0) -> torch.Tensor:
+    """Squared distances from points start..stop-1 to points first_column..n-1. X: (n, d) float64,
+    sq: (n,) = |x|^2 -> (stop - start, n - first_column) float64, exact zeros between identical points."""
+    rows, columns = X[start:stop], X[first_column:]
+    block = (rows @ columns.T).mul_(-2).add_(sq[start:stop, None]).add_(sq[None, first_column:])
+    scale = sq[start:stop, None] + sq[None, first_column:]
+    i, j = torch.nonzero(block <= _CANCELLATION * scale, as_tuple=True)
+    step = max(1, 2**22 // X.shape[1])
+    for s in range(0, len(i), step):
+        ii, jj = i[s:s + step], j[s:s + step]
+        block[ii, jj] = (rows[ii] - columns[jj]).square().sum(1)
+    return block
 
-    mu = r2 / r1; points with r1 == 0 or r1 == r2 are dropped; mu sorted; F_i = i / N; the line through the
-    origin of -log(1 - F) against log(mu), fitted by least squares on the first floor(fraction * N) points.
+
+def squared_distances(X: torch.Tensor, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """All pairwise squared Euclidean distances. X: (n, d) -> (n, n) in `dtype` on X's device.
+
+    Computed in float64 from the Gram matrix, 256 rows at a time and only on and above the diagonal (the
+    rest mirrored, so about half the n^2 d work of a full product), with tiny distances recomputed from
+    differences (exact zeros for identical points), then stored in `dtype`. Extra memory: one block of rows.
     """
+    _check_points(X, "X", 1)
+    X = X.double()
+    sq = X.square().sum(1)
+    n = X.shape[0]
+    out = torch.empty(n, n, dtype=dtype, device=X.device)
+    for start in range(0, n, 256):
+        stop = min(start + 256, n)
+        block = _squared_distance_rows(X, sq, start, stop, first_column=start)
+        own = block[:, : stop - start]
+        own.copy_(own.triu() + own.triu(1).T)  # the block's own pairs: exactly symmetric
+        out[start:stop, start:] = block
+        out[stop:, start:stop] = block[:, stop - start:].T
+    return out
+
+
+def _twonn_fit(r1: torch.Tensor, r2: torch.Tensor, fraction: float, squared: bool) -> float:
+    """TwoNN slope from each point's first and second nearest-neighbour distances r1, r2: (n,).
+
+    With `squared=True` they are squared distances (log mu = log(r2 / r1) / 2). SPEC §3: mu = r2 / r1, points
+    with r1 == 0 or r1 == r2 dropped, mu sorted, F_i = i / N (i = 1..N); least-squares line through the origin
+    of -log(1 - F_i) against log mu_i over the first floor(fraction * N) points, never the last (F_N = 1).
+    """
+    r1, r2 = r1.double(), r2.double()
     good = (r1 > 0) & (r1 != r2)
-    mu = torch.sort((r2[good] / r1[good]).double()).values
-    n = mu.numel()
-    keep = int(n * fraction)
-    if keep < 2:
-        raise UserInputError(f"TwoNN needs at least 2 usable points after dropping duplicates, got {keep}")
-    x = torch.log(mu[:keep])
-    y = -torch.log1p(-torch.arange(1, keep + 1, dtype=torch.float64, device=mu.device) / n)
+    log_mu = torch.log(r2[good] / r1[good]).sort().values
+    if squared:
+        log_mu = log_mu / 2
+    N = log_mu.numel()
+    npoints = min(math.floor(N * fraction), N - 1)
+    x = log_mu[:npoints]
+    if npoints < 1 or not bool((x != 0).any()):
+        raise UserInputError(
+            f"TwoNN has {N} usable points (after dropping duplicates and ties) and keeps {max(npoints, 0)}: "
+            "too few to fit a dimension; give it more distinct points")
+    F_emp = torch.arange(1, npoints + 1, dtype=torch.float64, device=x.device) / N
+    y = -torch.log1p(-F_emp)
     return float((x @ y) / (x @ x))
 
 
-def _twonn_squared(D_sq: torch.Tensor, fraction: float) -> float:
-    """TwoNN from an (n, n) matrix of squared distances (its diagonal is ignored)."""
-    r1_sq, r2_sq = _two_nearest(D_sq.clone().fill_diagonal_(float("inf")))
-    return twonn_from_neighbours(r1_sq.sqrt(), r2_sq.sqrt(), fraction)
+def _check_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise UserInputError(f"fraction must be in (0, 1], got {fraction}")
+
+
+def _nearest_two(n: int, step: int,
+                 block_of: Callable[[int, int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point's smallest and second smallest entry among the other points, `step` rows at a time.
+
+    block_of(start, stop) gives rows start..stop-1 of an (n, n) matrix of distances (or squared distances)
+    as a tensor this function may overwrite: each row's own entry (the diagonal) is set to +inf and ignored.
+    An identical point gives r1 = 0, which TwoNN drops. Returns r1, r2: (n,) in the blocks' dtype.
+    """
+    r1 = r2 = None
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = block_of(start, stop)
+        block.diagonal(start).fill_(math.inf)
+        nearest = torch.topk(block, 2, dim=1, largest=False).values
+        if r1 is None:
+            r1, r2 = block.new_empty(n), block.new_empty(n)
+        r1[start:stop], r2[start:stop] = nearest[:, 0], nearest[:, 1]
+    return r1, r2
+
+
+def _joint_nearest(D_a: torch.Tensor, D_e: torch.Tensor, perm: torch.Tensor | None,
+                   step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest two of every point of the joint set [A | E[perm]] from its squared distances
+    D_J = D_a + P D_e P^T (P the permutation `perm`; identity if None): row i of P D_e P^T is
+    D_e[perm[i], perm], gathered into two reused (step, n) buffers. D_a, D_e: (n, n) -> r1, r2: (n,)."""
+    n = D_a.shape[0]
+    if perm is None:
+        return _nearest_two(n, step, lambda start, stop: D_a[start:stop] + D_e[start:stop])
+    rows_buf, block_buf = D_a.new_empty(step, n), D_a.new_empty(step, n)
+
+    def block_of(start: int, stop: int) -> torch.Tensor:
+        rows = torch.index_select(D_e, 0, perm[start:stop], out=rows_buf[: stop - start])
+        block = torch.gather(rows, 1, perm.expand(stop - start, n), out=block_buf[: stop - start])
+        return block.add_(D_a[start:stop])
+
+    return _nearest_two(n, step, block_of)
 
 
 def twonn(X: torch.Tensor, *, distances: bool = False, fraction: float = 0.9) -> float:
-    """Intrinsic dimension by TwoNN (Facco et al. 2017), exactly as SPEC §3.
+    """Intrinsic dimension by TwoNN (Facco et al. 2017, Sci. Rep. 7:12140), exactly as SPEC §3.
 
-    X: (n, d) points, or with `distances=True` an (n, n) symmetric matrix of (not squared) distances.
+    X: (n, d) points (n >= 3), or with `distances=True` an (n, n) matrix of (not squared) distances (its
+    diagonal, e.g. the rounding noise of torch.cdist, is ignored). For each point mu = r2 / r1 (second over
+    first nearest-neighbour distance); points with r1 == 0 (duplicates) or r1 == r2 are dropped; with the N
+    remaining ratios sorted and F_i = i / N, the dimension is the slope of the least-squares line through the
+    origin of -log(1 - F_i) against log mu_i over the first floor(fraction * N) points. Points are handled in
+    row blocks (no (n, n) matrix held), their distances in float64 on X's device.
     """
+    _check_fraction(fraction)
+    n = X.shape[0] if X.dim() == 2 else 0
+    step = _chunk_rows(n, X.device, None)
     if distances:
         if X.dim() != 2 or X.shape[0] != X.shape[1]:
             raise UserInputError(f"a distance matrix must be square (n, n), got shape {tuple(X.shape)}")
-        D_sq = X.double() ** 2
-    else:
-        _check_points(X, "X")
-        D_sq = squared_distances(X.double())
-    return _twonn_squared(D_sq, fraction)
+        if n < 3:
+            raise UserInputError(f"TwoNN needs at least 3 points, got {n}")
+        if not torch.isfinite(X).all() or (X < 0).any():
+            raise UserInputError("a distance matrix must be finite and non-negative")
+        r1, r2 = _nearest_two(n, step, lambda start, stop: X[start:stop].to(torch.float64, copy=True))
+        return _twonn_fit(r1, r2, fraction, squared=False)
+    _check_points(X, "X")
+    X = X.double()
+    sq = X.square().sum(1)
+    r1, r2 = _nearest_two(n, step, lambda start, stop: _squared_distance_rows(X, sq, start, stop))
+    return _twonn_fit(r1, r2, fraction, squared=True)
 
 
 def standardize_rows(X: torch.Tensor) -> torch.Tensor:
-    """IdCor's preprocessing: (X - column mean) / (column std + 1e-6), then each row scaled to unit L2 norm."""
+    """IdCor's preprocessing (Basile et al.'s code): each column to (x - mean) / (std + 1e-6) (unbiased std),
+    then each row to unit L2 norm. X: (n, d) -> (n, d) float64."""
+    X = X.double()
     X = (X - X.mean(0)) / (X.std(0) + 1e-6)
     return F.normalize(X, dim=1)
 
 
 @dataclass
 class IdCorResult:
-    """IdCor = (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e)); p_value by permutation;
-    null: (permutations,) joint ids with the rows of E shuffled."""
+    """Intrinsic-dimension correlation of paired sets A, E and its permutation test.
+
+    idcor = (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e)): 1 when the joint set is no larger than
+    the larger of the two, 0 when dimensions add (independent sets). p_value = (#{null < id_joint} + 1) /
+    (permutations + 1) (NaN without permutations). null: (permutations,) float64, the joint ids with E's rows
+    shuffled.
+    """
 
     idcor: float
     p_value: float
@@ -97,121 +215,160 @@ class IdCorResult:
     null: torch.Tensor
 
 
-def _joint_id(D_a: torch.Tensor, D_e: torch.Tensor, perm: torch.Tensor | None, chunk_size: int,
-              fraction: float) -> float:
-    """TwoNN of the concatenation [A | E[perm]] from squared distances alone: D_J = D_A + P D_E P^T.
-    Rows are processed in chunks of `chunk_size`, so extra memory is chunk_size x n."""
-    n = D_a.shape[0]
-    r1, r2 = torch.empty(n, dtype=D_a.dtype, device=D_a.device), torch.empty_like(D_a[0])
-    for start in range(0, n, chunk_size):
-        rows = torch.arange(start, min(start + chunk_size, n), device=D_a.device)
-        block = D_a[rows]
-        block = block + (D_e[rows] if perm is None else D_e[perm[rows]][:, perm])
-        block[torch.arange(len(rows), device=D_a.device), rows] = float("inf")
-        r1[rows], r2[rows] = _two_nearest(block)
-    return twonn_from_neighbours(r1.sqrt(), r2.sqrt(), fraction)
-
-
 def idcor(
     A: torch.Tensor,
     E: torch.Tensor,
     permutations: int = 100,
     seed: int = 0,
-    chunk_size: int = 2048,
+    chunk_size: int | None = None,
     fraction: float = 0.9,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float32,
 ) -> IdCorResult:
-    """Intrinsic-dimension correlation of paired sets (Basile et al.) with a permutation p-value.
+    """Intrinsic-dimension correlation (Basile et al., "Intrinsic dimension correlation", ICLR 2025) with the
+    permutation p-value of SPEC §3.
 
-    A: (n, da), E: (n, de), same n (row i of each is the same image). Each set is standardised
-    (`standardize_rows`); ids by TwoNN of A, E and the joint [A | E]. p = (#{shuffled id_J < id_J} + 1) / (N + 1)
-    with N `permutations` shuffles of E's rows. Squared distances add over concatenated features, so each
-    permutation reuses the two (n, n) distance matrices: O(n^2) per permutation, not O(n^2 d).
-    Memory: two (n, n) matrices in `dtype` plus a chunk_size x n block (n = 10,000 in float64: 1.6 GB).
+    A: (n, da), E: (n, de), n >= 3, row i of both the same image. Each set goes through `standardize_rows`;
+    id_a, id_e, id_joint are TwoNN dimensions of A, E and [A | E] (n, da + de). The k-th of the N =
+    `permutations` shuffles is the k-th `torch.randperm(n)` of a CPU generator seeded with `seed`; it pairs row
+    i of A with row perm[i] of E, and p = (#{shuffled id_J < id_J} + 1) / (N + 1): a correlated pair has a
+    smaller joint dimension than its shuffles, so p = 1 / (N + 1), the smallest possible.
+
+    Speed: squared distances add over concatenated features, D_J = D_A + P D_E P^T, so the two (n, n) squared
+    distance matrices are computed once (float64 Gram, O(n^2 d)) and each permutation costs one O(n^2) gather,
+    add and two-smallest search, done `chunk_size` rows at a time (default: about 8M entries per block on CPU).
+    Memory: the two matrices in `dtype` (n = 10,000: 800 MB in float32) plus two blocks (64 MB by default).
+
+    Precision: `dtype` is only the storage of the finished squared distances (relative rounding 6e-8 in
+    float32), which moves a TwoNN dimension by about 1e-7 relative (2e-8 observed), far below its sampling
+    error; ties (r1 == r2) present in float64 stay ties. torch.float64 agrees with a float64 recomputation of
+    every distance to about 1e-12, at twice the memory and more time.
     """
-    _check_points(A, "A")
-    _check_points(E, "E")
-    if A.shape[0] != E.shape[0]:
-        raise UserInputError(f"A and E must pair the same images: {A.shape[0]} rows versus {E.shape[0]}")
-    D_a = squared_distances(standardize_rows(A.to(dtype)))
-    D_e = squared_distances(standardize_rows(E.to(dtype)))
-    id_a, id_e = _twonn_squared(D_a, fraction), _twonn_squared(D_e, fraction)
-    id_joint = _joint_id(D_a, D_e, None, chunk_size, fraction)
+    _check_pair(A, E)
+    _check_fraction(fraction)
+    if permutations < 0:
+        raise UserInputError(f"permutations must be >= 0, got {permutations}")
+    n = A.shape[0]
+    step = _chunk_rows(n, A.device, chunk_size)
+    D_a = squared_distances(standardize_rows(A), dtype=dtype)
+    D_e = squared_distances(standardize_rows(E), dtype=dtype)
+
+    def dimension(r1_r2: tuple[torch.Tensor, torch.Tensor]) -> float:
+        return _twonn_fit(*r1_r2, fraction, squared=True)
+
+    id_a = dimension(_nearest_two(n, step, lambda start, stop: D_a[start:stop].clone()))
+    id_e = dimension(_nearest_two(n, step, lambda start, stop: D_e[start:stop].clone()))
+    id_joint = dimension(_joint_nearest(D_a, D_e, None, step))
     g = torch.Generator().manual_seed(seed)
     null = torch.tensor([
-        _joint_id(D_a, D_e, torch.randperm(len(D_a), generator=g).to(D_a.device), chunk_size, fraction)
+        dimension(_joint_nearest(D_a, D_e, torch.randperm(n, generator=g).to(A.device), step))
         for _ in range(permutations)
     ], dtype=torch.float64)
-    p_value = (int((null < id_joint).sum()) + 1) / (permutations + 1)
+    p_value = (int((null < id_joint).sum()) + 1) / (permutations + 1) if permutations else math.nan
     score = (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e))
     return IdCorResult(score, p_value, id_a, id_e, id_joint, null)
 
 
 def _centered(X: torch.Tensor) -> torch.Tensor:
-    return (X - X.mean(0)).double()
+    X = X.double()
+    return X - X.mean(0)
+
+
+def _principal_basis(X: torch.Tensor, keep: float) -> torch.Tensor:
+    """Orthonormal basis (n, k) of the top singular directions of the centred X that explain a `keep`
+    fraction of its variance (never directions beyond its numerical rank)."""
+    U, S, _ = torch.linalg.svd(_centered(X), full_matrices=False)
+    rank = int((S > S[0] * max(X.shape) * torch.finfo(S.dtype).eps).sum()) if S[0] > 0 else 0
+    if rank == 0:
+        raise UserInputError("SVCCA needs sets that vary: one set has the same row everywhere")
+    explained = torch.cumsum(S[:rank] ** 2, 0) / (S[:rank] ** 2).sum()
+    k = int(torch.searchsorted(explained, torch.tensor(keep, dtype=explained.dtype, device=explained.device)))
+    return U[:, : min(k + 1, rank)]
 
 
 def svcca(A: torch.Tensor, E: torch.Tensor, keep: float = 0.99) -> float:
-    """SVCCA similarity (Raghu et al. 2017): mean canonical correlation between the top singular directions of
-    each centred set that explain a `keep` fraction of its variance. A: (n, da), E: (n, de) -> float in [0, 1].
+    """SVCCA similarity (Raghu et al. 2017, NeurIPS): keep the top singular directions of each centred set
+    that explain a `keep` fraction of its variance, then the mean canonical correlation between the two
+    reduced sets (the singular values of U_A^T U_E for orthonormal bases U of their column spaces).
 
-    Invariant to translation, rotation and isotropic scaling of either set (and to any invertible linear map
-    that keeps the retained subspace)."""
-    _check_points(A, "A", 2)
-    _check_points(E, "E", 2)
-    bases = []
-    for X in (A, E):
-        U, S, _ = torch.linalg.svd(_centered(X), full_matrices=False)
-        explained = torch.cumsum(S**2, 0) / (S**2).sum()
-        k = int(torch.searchsorted(explained, torch.tensor(keep, dtype=explained.dtype))) + 1
-        bases.append(U[:, : min(k, len(S))])
-    rho = torch.linalg.svdvals(bases[0].T @ bases[1]).clamp(0, 1)
-    return float(rho.mean())
+    A: (n, da), E: (n, de) -> float in [0, 1], in float64 on the inputs' device. Invariant to translation,
+    rotation and isotropic scaling of either set, and with keep=1 to any invertible linear map. With
+    k_A + k_E directions close to n the canonical correlations approach 1 whatever the data (CCA overfits);
+    use n well above the number of kept directions.
+    """
+    _check_pair(A, E, 2)
+    if not 0 < keep <= 1:
+        raise UserInputError(f"keep must be a fraction of variance in (0, 1], got {keep}")
+    U_a, U_e = _principal_basis(A, keep), _principal_basis(E, keep)
+    return float(torch.linalg.svdvals(U_a.T @ U_e).clamp(0, 1).mean())
 
 
 def cka(A: torch.Tensor, E: torch.Tensor) -> float:
-    """Linear CKA (Kornblith et al. 2019): ||E_c^T A_c||_F^2 / (||A_c^T A_c||_F ||E_c^T E_c||_F) with centred
-    sets. A: (n, da), E: (n, de) -> float in [0, 1]; invariant to rotation and isotropic scaling, not to
-    anisotropic scaling."""
-    _check_points(A, "A", 2)
-    _check_points(E, "E", 2)
+    """Linear CKA (Kornblith et al. 2019, ICML): ||E_c^T A_c||_F^2 / (||A_c^T A_c||_F ||E_c^T E_c||_F) with
+    column-centred sets, computed through whichever of the (n, n) or (d, d) Gram forms is cheaper.
+
+    A: (n, da), E: (n, de) -> float in [0, 1], float64. Invariant to translation, rotation and isotropic
+    scaling of either set, not to anisotropic scaling.
+    """
+    _check_pair(A, E, 2)
     A, E = _centered(A), _centered(E)
-    cross = torch.linalg.matrix_norm(E.T @ A) ** 2
-    return float(cross / (torch.linalg.matrix_norm(A.T @ A) * torch.linalg.matrix_norm(E.T @ E)))
+    n, da, de = A.shape[0], A.shape[1], E.shape[1]
+    if n * n * (da + de) < n * (da * de + da * da + de * de):
+        K, L = A @ A.T, E @ E.T
+        cross, norm_a, norm_e = (K * L).sum(), torch.linalg.matrix_norm(K), torch.linalg.matrix_norm(L)
+    else:
+        cross = torch.linalg.matrix_norm(E.T @ A) ** 2
+        norm_a, norm_e = torch.linalg.matrix_norm(A.T @ A), torch.linalg.matrix_norm(E.T @ E)
+    if norm_a == 0 or norm_e == 0:
+        raise UserInputError("CKA needs sets that vary: one set has the same row everywhere")
+    return float(cross / (norm_a * norm_e))
 
 
 @dataclass
 class CosineResult:
-    """Cosine similarity of each pair (row i of A with row i of E): mean and (unbiased) std over pairs."""
+    """Cosine similarity of each pair (row i of A with row i of E): mean and std (population, as np.std in
+    the paper's code) over the pairs."""
 
     mean: float
     std: float
 
 
 def paired_cosine(A: torch.Tensor, E: torch.Tensor) -> CosineResult:
-    """A, E: (n, d) paired rows -> CosineResult."""
-    if A.shape != E.shape:
-        raise UserInputError(f"paired cosine needs equal shapes, got {tuple(A.shape)} and {tuple(E.shape)}")
-    cos = F.cosine_similarity(A.double(), E.double(), dim=1)
-    return CosineResult(float(cos.mean()), float(cos.std()) if len(cos) > 1 else 0.0)
+    """A, E: (n, d) paired rows (raw maps, no standardisation) -> CosineResult of the n cosines."""
+    if A.dim() != 2 or A.shape != E.shape:
+        raise UserInputError(f"paired cosine needs two (n, d) tensors of equal shape, got {tuple(A.shape)} "
+                             f"and {tuple(E.shape)}")
+    A, E = A.double(), E.double()
+    norms = A.norm(dim=1) * E.norm(dim=1)
+    if (norms == 0).any():
+        raise UserInputError(f"cosine is undefined for an all-zero row: rows "
+                             f"{torch.nonzero(norms == 0).flatten().tolist()[:10]} of A or E; drop them")
+    cos = (A * E).sum(1) / norms
+    return CosineResult(float(cos.mean()), float(cos.std(correction=0)))
 
 
 def pool_and_flatten(maps: torch.Tensor, kernel: int | None = None) -> torch.Tensor:
     """The paper's reduction before correlating: max-pool each map (kernel = stride), then flatten.
 
-    maps: (n, C, H, W) -> (n, C * (H // kernel) * (W // kernel)). Default kernel max(1, H // 32): 1 at 32 px,
-    7 at 224 px, as in the paper.
+    maps: (n, C, H, W) -> (n, C * (H // kernel) * (W // kernel)), same dtype. Default kernel
+    max(1, min(H, W) // 32): 1 at 32 px and below, 7 at 224 px, as in the paper (about 32 x 32 cells).
     """
     if maps.dim() != 4:
         raise UserInputError(f"maps must be (n, C, H, W), got shape {tuple(maps.shape)}")
-    kernel = kernel or max(1, maps.shape[-1] // 32)
+    if kernel is None:
+        kernel = max(1, min(maps.shape[-2:]) // 32)
+    if kernel < 1 or kernel > min(maps.shape[-2:]):
+        raise UserInputError(f"pooling kernel must be between 1 and the map size {min(maps.shape[-2:])}, "
+                             f"got {kernel}")
     pooled = F.max_pool2d(maps, kernel) if kernel > 1 else maps
     return pooled.flatten(1)
 
 
 @dataclass
 class CorrelationResult:
-    """Every measure between essential and adversarial maps of the same `n_pairs` images (`index`)."""
+    """Every measure between the adversarial (A) and essential (E) maps of the same `n_pairs` images.
+
+    index: (n_pairs,) the image indices paired, ascending (row i of A and E is image index[i]).
+    """
 
     n_pairs: int
     index: torch.Tensor
@@ -229,10 +386,14 @@ class CorrelationResult:
         }
 
 
-def _rows_of(index: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-    """Positions in `index` of each value of `wanted` (all present)."""
-    position = {v: i for i, v in enumerate(index.tolist())}
-    return torch.tensor([position[v] for v in wanted.tolist()], dtype=torch.long)
+def _check_index(index: torch.Tensor, maps: torch.Tensor, name: str) -> None:
+    if maps.dim() != 4:
+        raise UserInputError(f"{name} maps must be (n, C, H, W), got shape {tuple(maps.shape)}")
+    if index.shape != (maps.shape[0],) or index.is_floating_point() or index.is_complex():
+        raise UserInputError(f"{name}_index must be an integer tensor of shape ({maps.shape[0]},) (one image "
+                             f"index per map), got {index.dtype} {tuple(index.shape)}")
+    if len(torch.unique(index)) != len(index):
+        raise UserInputError(f"{name}_index repeats an image index; each image may have one map")
 
 
 def correlate_maps(
@@ -244,23 +405,27 @@ def correlate_maps(
     seed: int = 0,
     kernel: int | None = None,
 ) -> CorrelationResult:
-    """Pair maps by image index (only indices present in both), pool and flatten, and compute every measure.
+    """Pair essential and adversarial maps by image index, pool and flatten them, and compute every measure.
 
-    essential: (ne, C, H, W) with essential_index (ne,); adversarial: (na, C, H, W) with adversarial_index (na,).
+    essential: (ne, C, H, W) with essential_index (ne,); adversarial: (na, C, H, W) with adversarial_index
+    (na,): the dataset index of each map's image. Only images present in both are used (at least 3), in
+    ascending index order; `pool_and_flatten(maps, kernel)` gives E and A, then `idcor(A, E, permutations,
+    seed)`, `svcca`, `cka` and `paired_cosine`.
     """
+    _check_index(essential_index, essential, "essential")
+    _check_index(adversarial_index, adversarial, "adversarial")
     if essential.shape[1:] != adversarial.shape[1:]:
-        raise UserInputError(
-            f"essential and adversarial maps differ in shape: {tuple(essential.shape[1:])} vs "
-            f"{tuple(adversarial.shape[1:])}"
-        )
-    for maps, index, name in ((essential, essential_index, "essential"), (adversarial, adversarial_index, "adversarial")):
-        if index.shape != (maps.shape[0],):
-            raise UserInputError(f"{name}_index must be ({maps.shape[0]},), got {tuple(index.shape)}")
-    common = torch.tensor(sorted(set(essential_index.tolist()) & set(adversarial_index.tolist())), dtype=torch.long)
+        raise UserInputError(f"essential and adversarial maps differ in shape: {tuple(essential.shape[1:])} "
+                             f"versus {tuple(adversarial.shape[1:])}")
+    e_sorted, e_order = essential_index.sort()
+    a_sorted, a_order = adversarial_index.to(e_sorted.device).sort()
+    common = e_sorted[torch.isin(e_sorted, a_sorted)]
     if len(common) < 3:
-        raise UserInputError(f"only {len(common)} images have both an essential and an adversarial map; need >= 3")
-    E = pool_and_flatten(essential[_rows_of(essential_index, common)], kernel)
-    A = pool_and_flatten(adversarial[_rows_of(adversarial_index, common)], kernel)
+        raise UserInputError(f"only {len(common)} images have both an essential and an adversarial map; "
+                             "IdCor (TwoNN) needs at least 3")
+    E = pool_and_flatten(essential[e_order[torch.searchsorted(e_sorted, common)].to(essential.device)], kernel)
+    A = pool_and_flatten(adversarial[a_order[torch.searchsorted(a_sorted, common)].to(adversarial.device)],
+                         kernel)
     return CorrelationResult(
         n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed),
         svcca=svcca(A, E), cka=cka(A, E), cosine=paired_cosine(A, E),

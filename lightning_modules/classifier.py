@@ -15,6 +15,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from freqmaps.models import create_model
+from lightning_modules.checkpoint import CLASS_KEY
 
 ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16"]
 
@@ -48,6 +49,10 @@ class StandardClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) in [0, 1] -> logits (B, num_classes)."""
         return self.model(x)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record this module's class, so `lightning_modules.load_network` restores it without being told."""
+        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def model_step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch

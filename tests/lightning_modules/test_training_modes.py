@@ -9,6 +9,8 @@ import torch
 from datamodules import DigitsDataModule
 from freqmaps.attacks import FGSM, PGD
 from freqmaps.attacks.trades import TRADES
+from freqmaps.class_maps import ClassMapDefence, class_maps, evaluate_class_maps
+from freqmaps.errors import UserInputError
 from freqmaps.fourier import frequency_radius
 from lightning_modules import AdversarialClassifier, FrequencyMaskedClassifier, StandardClassifier
 
@@ -108,3 +110,42 @@ def test_frequency_dropout_is_random_in_training_and_off_in_eval():
     assert 0.3 < dropped < 0.7
     module.eval()
     assert torch.allclose(seen_by_network(module, x), x)
+
+
+def test_class_map_defence_end_to_end(standard_and_adversarial, tmp_path):
+    """Class maps trained on validation digits and their PGD adversarials, evaluated on test digits (SPEC §4),
+    then loaded from their file into a FrequencyMaskedClassifier that applies the predicted class's map."""
+    standard, _, _, dm = standard_and_adversarial
+    model = standard.model.eval()
+    x_val, y_val = dm.val_set.tensors
+    x_test, y_test = dm.test_set.tensors
+    attack = PGD(eps=EPS, steps=10, step_size=0.025)
+    torch.manual_seed(0)
+    trained = class_maps(model, x_val, y_val, attack(model, x_val, y_val), 10, min_steps=30, max_steps=200,
+                         progress=False)
+    assert trained.maps.shape == (10, 1, 16, 16) and (trained.steps > 0).all()
+    assert trained.maps.mean() < 0.9  # the L1 penalty removed frequencies
+    x_adv = attack(model, x_test, y_test)
+    rates = evaluate_class_maps(model, trained, x_test, y_test, x_adv)
+    print(f"class maps: still correct {rates.still_correct:.3f}, adversarial undone {rates.adversarial_undone:.3f}, "
+          f"label-free clean {rates.clean_accuracy:.3f} / adversarial {rates.adversarial_accuracy:.3f} "
+          f"(unmasked {rates.clean_accuracy_unmasked:.3f} / {rates.adversarial_accuracy_unmasked:.3f})")
+    assert rates.n_fooled > 0.5 * rates.n_images and rates.adversarial_accuracy_unmasked < 0.3
+    assert rates.still_correct > 0.8
+    assert rates.adversarial_undone > rates.adversarial_accuracy_unmasked + 0.1  # the maps undo some attacks
+
+    path = tmp_path / "class_maps.pt"
+    trained.save(path)
+    defended = FrequencyMaskedClassifier("small_cnn", 10, 1, 16, filter="class_maps", maps_file=str(path))
+    defended.model.model.load_state_dict(model.state_dict())
+    defended.eval()
+    reference = ClassMapDefence(model, trained.maps)
+    with torch.no_grad():
+        torch.testing.assert_close(defended(x_test), reference(x_test))
+        assert (defended(x_test).argmax(1) == y_test).float().mean() == pytest.approx(rates.clean_accuracy)
+    robust = robust_accuracy(defended.model, dm)  # an adaptive attack: PGD through the maps
+    assert 0 <= robust <= 1
+    with pytest.raises(UserInputError, match="no class-maps file"):
+        FrequencyMaskedClassifier("small_cnn", 10, 1, 16, filter="class_maps", maps_file=str(tmp_path / "none.pt"))
+    with pytest.raises(UserInputError, match="shape"):
+        FrequencyMaskedClassifier("small_cnn", 10, 1, 32, filter="class_maps", maps_file=str(path))

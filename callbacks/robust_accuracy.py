@@ -1,0 +1,46 @@
+"""RobustAccuracyCallback: accuracy under a configured attack on a fixed probe set, every N epochs."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from callbacks.probe import ProbeCallback, ProbeShard, gather_rows, seeded_rng
+from freqmaps.attacks import PGD, Attack
+
+
+class RobustAccuracyCallback(ProbeCallback):
+    """Accuracy of the current model under `attack` on `probe_size` fixed images of the validation (or test) data.
+
+    Logs, under `<stage>/<name>/`: `acc`, the share of probe images classified correctly both clean and after
+    the attack (robust accuracy: an image misclassified clean counts as broken); `clean_acc`, the clean
+    accuracy on the same images; `seconds`. Default attack: PGD-20, L-inf, eps = 8/255, step 2/255, random start.
+
+    Args:
+        probe_size: probe images (a seeded draw from the stage's dataset, the same every epoch).
+        attack: any `freqmaps.attacks` attack, `attack(model, x, y) -> x_adv`.
+        every_n_epochs: during fit, run after every n-th epoch's validation (always at validate / test).
+        batch_size: images attacked together; the unit dealt to the processes under DDP.
+        seed: probe draw and the attack's random starts (batch b uses seed + b).
+        name: the metric group, so several of these callbacks (other attacks) can run side by side.
+    """
+
+    def __init__(
+        self, probe_size: int = 512, attack: Attack | None = None, every_n_epochs: int = 1, batch_size: int = 256,
+        seed: int = 0, name: str = "robust",
+    ) -> None:
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+        self.attack = attack if attack is not None else PGD(eps=8 / 255, steps=20, step_size=2 / 255)
+
+    def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
+        device = pl_module.device
+        clean = torch.zeros(len(shard.y), dtype=torch.bool)
+        robust = torch.zeros(len(shard.y), dtype=torch.bool)
+        for number, rows in shard:
+            x, y = shard.x[rows].to(device), shard.y[rows].to(device)
+            with seeded_rng(device, self.seed + number):
+                x_adv = self.attack(pl_module, x, y)
+            with torch.no_grad():
+                clean[rows] = (pl_module(x).argmax(1) == y).cpu()
+                robust[rows] = clean[rows] & (pl_module(x_adv).argmax(1) == y).cpu()
+        probe = gather_rows(trainer, shard, {"clean": clean, "robust": robust})
+        return {"acc": probe["robust"].float().mean(), "clean_acc": probe["clean"].float().mean()}

@@ -1,0 +1,134 @@
+"""Pictures of frequency maps: per-class mean maps, radial profiles, and single-image panels.
+
+Every function returns a matplotlib `Figure` (no pyplot, so no display or global state is needed);
+`write_map_figures` saves the standard set as PNG files. Maps are fftshift-ed (zero frequency in the centre)
+and are averaged over channels for display.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from freqmaps.fourier import apply_mask, ifftshift2, log_spectrum, radial_profile
+from freqmaps.maps import FrequencyMaps
+
+
+def _names(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
+    return list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+
+
+def class_means_figure(
+    essential: FrequencyMaps, adversarial: FrequencyMaps | None, num_classes: int,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """A grid with one column per class: the mean kept essential map of the class, and (when given) the mean
+    kept adversarial map of the images whose adversarial label is the class and the difference adversarial -
+    essential. Maps (n, C, H, W) are averaged over channels; all map rows share one colour scale [0, max]."""
+    rows = [("essential", essential.class_means(num_classes).mean(1))]
+    if adversarial is not None:
+        adv = adversarial.class_means(num_classes).mean(1)
+        rows += [("adversarial", adv), ("adv - ess", adv - rows[0][1])]
+    names = _names(num_classes, class_names)
+    fig = Figure(figsize=(1.3 * num_classes + 1, 1.4 * len(rows) + 0.4), layout="constrained")
+    axes = fig.subplots(len(rows), num_classes, squeeze=False)
+    top = max(float(r.max()) for name, r in rows if name != "adv - ess") or 1.0
+    for i, (name, means) in enumerate(rows):
+        diff = name == "adv - ess"
+        bound = float(means.abs().max()) or 1.0
+        for k in range(num_classes):
+            ax = axes[i, k]
+            image = ax.imshow(means[k], cmap="RdBu_r" if diff else "magma",
+                              vmin=-bound if diff else 0, vmax=bound if diff else top)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(names[k], fontsize=8)
+            if k == 0:
+                ax.set_ylabel(name, fontsize=8)
+        fig.colorbar(image, ax=axes[i, :].tolist(), shrink=0.8)
+    return fig
+
+
+def radial_profiles(essential: FrequencyMaps, adversarial: FrequencyMaps | None = None) -> dict[str, torch.Tensor]:
+    """Mean kept map value against integer frequency radius: {"essential": (R,), "adversarial": (R,)}."""
+    profiles = {"essential": radial_profile(essential.kept_only().maps)}
+    if adversarial is not None:
+        profiles["adversarial"] = radial_profile(adversarial.kept_only().maps)
+    return profiles
+
+
+def radial_profile_figure(essential: FrequencyMaps, adversarial: FrequencyMaps | None = None) -> Figure:
+    """Mean map value against frequency radius, essential and adversarial on one plot: at a glance, whether
+    the attack lives in higher frequencies than the model's bias."""
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for name, profile in radial_profiles(essential, adversarial).items():
+        ax.plot(range(len(profile)), profile, marker="o", markersize=3, label=name)
+    ax.set_xlabel("frequency radius")
+    ax.set_ylabel("mean map value")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def image_panels_figure(x: torch.Tensor, maps: FrequencyMaps, count: int = 4) -> Figure:
+    """For the first `count` kept maps: the image, its log spectrum, the map and the masked image.
+
+    x: (N, C, H, W) in [0, 1], the images the maps were solved for, indexed by `maps.index`."""
+    kept = maps.kept_only()
+    count = min(count, len(kept))
+    fig = Figure(figsize=(7, 1.8 * max(count, 1) + 0.3), layout="constrained")
+    if count == 0:
+        fig.text(0.5, 0.5, f"no kept {maps.kind} maps", ha="center")
+        return fig
+    axes = fig.subplots(count, 4, squeeze=False)
+    titles = ("image", "log spectrum", f"{maps.kind} map", "masked image")
+    for row in range(count):
+        image = x[kept.index[row]].detach().cpu().float()
+        mask = kept.maps[row].float()
+        masked = apply_mask(image[None], ifftshift2(mask)[None])[0].clamp(0, 1)
+        panels = (_rgb(image), log_spectrum(image).mean(0), mask.mean(0), _rgb(masked))
+        for col, panel in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(panel, cmap="gray" if col in (0, 3) else "magma", vmin=0 if col == 2 else None,
+                      vmax=1 if col == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=8)
+        axes[row, 0].set_ylabel(f"#{int(kept.index[row])} label {int(kept.targets[row])}", fontsize=7)
+    return fig
+
+
+def _rgb(image: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> (H, W) for one channel, (H, W, 3) for three."""
+    return image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+
+
+def write_map_figures(
+    directory: str | Path, x: torch.Tensor, essential: FrequencyMaps, adversarial: FrequencyMaps | None = None,
+    num_classes: int | None = None, class_names: Sequence[str] | None = None, count: int = 4,
+    x_adv: torch.Tensor | None = None,
+) -> list[Path]:
+    """Write class_means.png, radial_profile.png, essential_panels.png (and adversarial_panels.png when
+    adversarial maps and x_adv are given) into `directory`; returns the paths.
+
+    x: (N, C, H, W) clean images indexed by the maps' `index`; x_adv: (N, C, H, W) their adversarial versions."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    num_classes = num_classes or int(essential.labels.max()) + 1
+    figures = {
+        "class_means.png": class_means_figure(essential, adversarial, num_classes, class_names),
+        "radial_profile.png": radial_profile_figure(essential, adversarial),
+        "essential_panels.png": image_panels_figure(x, essential, count),
+    }
+    if adversarial is not None and x_adv is not None:
+        figures["adversarial_panels.png"] = image_panels_figure(x_adv, adversarial, count)
+    paths = []
+    for name, fig in figures.items():
+        fig.savefig(directory / name, dpi=110)
+        paths.append(directory / name)
+    return paths

@@ -1,0 +1,191 @@
+"""The batched essential / adversarial map solver: recovers planted frequencies, equals the one-image solve,
+freezes stopped images, keeps only maps that keep their class, validates inputs, restores the model."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from freqmaps.errors import UserInputError
+from freqmaps.fourier import apply_mask, ifftshift2
+from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
+
+# A small deterministic problem in float64: a BatchNorm-free conv net, 16x16 one-channel images.
+TINY = dict(lam=0.002, min_steps=50, max_steps=400, tol=1e-5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 3)).double().eval()
+    x = torch.rand(6, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        model[-1].bias -= model(x).mean(0)  # centre the logits over the batch, so the images get different labels
+        y = model(x).argmax(1)
+    assert len(y.unique()) > 1
+    return model, x, y
+
+
+def paper_loop(model, x, y, lam, min_steps, max_steps, tol, window=20, lr=0.01):
+    """The paper's per-image loop with torch.optim.Adam: an independent reference for one image."""
+    mask = torch.ones_like(x, requires_grad=True)
+    opt = torch.optim.Adam([mask], lr=lr)
+    losses = []
+    for step in range(1, max_steps + 1):
+        loss = F.cross_entropy(model(torch.fft.ifft2(mask * torch.fft.fft2(x)).real), y) + lam * mask.abs().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            mask.clamp_(0, 1)
+        losses.append(loss.item())
+        if step > min_steps and abs(losses[-1] - sum(losses[-window:]) / len(losses[-window:])) < tol:
+            break
+    return torch.fft.fftshift(mask.detach()[0], dim=(-2, -1)), step
+
+
+def test_essential_maps_find_the_planted_frequencies(synthetic_cnn, synthetic_data):
+    """The paper's lam = 0.5 and lr, with min/max steps cut to 100/400 (all 16 images stop by the tolerance)."""
+    _, test = synthetic_data
+    x, y = synthetic_cnn.x_test[:16], synthetic_cnn.y_test[:16]
+    result = essential_maps(synthetic_cnn.model, x, y, min_steps=100, max_steps=400, progress=False)
+    assert result.kept.all() and result.converged.all()
+    maps = result.maps[:, 0]  # (16, 32, 32), fftshift-ed
+    off_dc = maps.clone()
+    off_dc[:, 16, 16] = 0  # the zero frequency (mean grey level) is shared by all classes
+    mass = off_dc.sum((1, 2))
+    on_own = (off_dc * test.planted[y]).sum((1, 2))
+    on_other = (off_dc * test.planted[(y + 1) % 4]).sum((1, 2))
+    used = mass > 0.5  # maps that need frequencies besides the mean (7 of 16 here, classes 2 and 3;
+    # the model tells classes 0 and 1 apart by mean grey level alone, so their maps keep only the zero frequency)
+    assert used.sum() >= 5 and len(y[used].unique()) >= 2
+    assert (on_own[used] / mass[used]).min() > 0.95  # >95% of each map's mass off DC is on its class's frequencies
+    assert on_other.sum() < 0.01 * mass.sum()
+    assert (maps.sum((1, 2)) < 0.02 * 1024).all()  # sparse: from 1024 ones to a few entries
+
+
+def test_batched_equals_one_at_a_time_in_float64(tiny):
+    model, x, y = tiny
+    batched = essential_maps(model, x, y, batch_size=6, **TINY)
+    queued = essential_maps(model, x, y, batch_size=2, **TINY)  # working batch refilled from the queue
+    assert len(set(batched.steps.tolist())) > 3 and batched.converged.all()  # images stop at different steps
+    for i in range(len(x)):
+        single = essential_maps(model, x[i:i + 1], y[i:i + 1], batch_size=1, **TINY)
+        reference, steps = paper_loop(model, x[i:i + 1], y[i:i + 1], 0.002, 50, 400, 1e-5)
+        torch.testing.assert_close(batched.maps[i], single.maps[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(queued.maps[i], single.maps[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batched.maps[i], reference, atol=1e-5, rtol=0)
+        assert batched.steps[i] == single.steps[0] == queued.steps[i] == steps
+    assert 0.005 < batched.maps.mean() < 0.2  # real, partly sparse maps, not all ones or all zeros
+
+
+def test_a_stopped_map_no_longer_changes(tiny):
+    model, x, y = tiny
+    short = essential_maps(model, x, y, **TINY)
+    longer = essential_maps(model, x, y, **{**TINY, "max_steps": 800})
+    first = int(short.steps.argmin())
+    assert short.steps[first] < short.steps.max() - 50  # it stopped while others still ran
+    torch.testing.assert_close(short.maps, longer.maps, atol=0, rtol=0)  # nothing touched them after the stop
+    # the stopped map is the map after exactly its step count: a solve capped there gives the same map
+    capped = essential_maps(model, x[first:first + 1], y[first:first + 1],
+                            **{**TINY, "max_steps": int(short.steps[first])})
+    torch.testing.assert_close(capped.maps[0], short.maps[first], atol=1e-12, rtol=0)  # batch 1 vs 6: float noise
+    assert short.converged[first] and capped.converged[0]
+
+
+def test_maps_whose_image_ends_misclassified_are_not_kept(tiny):
+    model, x, y = tiny
+    result = essential_maps(model, x, y, **{**TINY, "lam": 1.0})  # the penalty wins: maps collapse
+    with torch.no_grad():
+        predicted = model(apply_mask(x, ifftshift2(result.maps))).argmax(1)
+    assert torch.equal(result.kept, predicted == y)
+    assert (~result.kept).any() and result.maps.sum() < 1.0
+
+
+def test_adversarial_maps_store_both_labels(tiny):
+    model, x, y = tiny
+    y_adv = (y + 1) % 3
+    result = adversarial_maps(model, x[:2], y_adv[:2], y[:2], index=torch.tensor([7, 9]), **TINY)
+    assert result.kind == "adversarial"
+    assert torch.equal(result.adversarial_labels, y_adv[:2]) and torch.equal(result.labels, y[:2])
+    assert torch.equal(result.targets, y_adv[:2]) and result.index.tolist() == [7, 9]
+    with torch.no_grad():
+        predicted = model(apply_mask(x[:2], ifftshift2(result.maps))).argmax(1)
+    assert torch.equal(result.kept, predicted == y_adv[:2])
+
+
+def test_warm_start_begins_at_the_given_maps(tiny):
+    model, x, y = tiny
+    cold = essential_maps(model, x, y, **TINY)
+    one_step = essential_maps(model, x, y, init=cold.maps, **{**TINY, "min_steps": 0, "max_steps": 1})
+    assert (one_step.maps - cold.maps).abs().max() <= 0.01 + 1e-9  # Adam's first step moves at most lr
+    warm = essential_maps(model, x, y, init=cold.maps, **{**TINY, "min_steps": 20})
+    assert warm.steps.sum() < cold.steps.sum() / 2
+
+
+def test_result_saves_and_loads_safely(tiny, tmp_path):
+    model, x, y = tiny
+    result = essential_maps(model, x[:3], y[:3], index=torch.tensor([4, 5, 6]), **{**TINY, "max_steps": 60})
+    path = tmp_path / "maps.pt"
+    result.save(path)
+    raw = torch.load(path, weights_only=True)  # no pickled objects inside
+    assert set(raw) >= {"maps", "index", "labels", "adversarial_labels", "steps", "converged", "kept", "settings"}
+    loaded = FrequencyMaps.load(path)
+    for name in FrequencyMaps._TENSORS:
+        assert torch.equal(getattr(loaded, name), getattr(result, name))
+    assert loaded.kind == "essential" and loaded.settings["lam"] == 0.002 and loaded.settings["max_steps"] == 60
+    means = loaded.class_means(3)
+    for c in range(3):
+        rows = loaded.kept & (loaded.labels == c)
+        if rows.any():
+            torch.testing.assert_close(means[c], loaded.maps[rows].mean(0).float())
+    torch.save({"maps": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(UserInputError, match="not a saved FrequencyMaps"):
+        FrequencyMaps.load(tmp_path / "other.pt")
+
+
+def test_bad_inputs_give_clear_errors(tiny):
+    model, x, y = tiny
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*normalisation belongs inside the model"):
+        essential_maps(model, x * 2 - 0.5, y, progress=False)
+    with pytest.raises(ValueError, match=r"shape \(B, C, H, W\)"):
+        essential_maps(model, x[0], y, progress=False)
+    with pytest.raises(ValueError, match=r"int64 tensor of shape \(6,\)"):
+        essential_maps(model, x, y[:3], progress=False)
+    with pytest.raises(ValueError, match=r"int64 tensor of shape \(6,\)"):
+        essential_maps(model, x, y.double(), progress=False)
+    with pytest.raises(ValueError, match="init must be maps shaped like the images"):
+        essential_maps(model, x, y, init=torch.ones(6, 1, 8, 8), progress=False)
+    with pytest.raises(ValueError, match="unknown map setting.*lamda"):
+        essential_maps(model, x, y, lamda=0.1)
+    with pytest.raises(ValueError, match="min_steps must be in"):
+        MapSettings(min_steps=10, max_steps=5)
+
+
+def test_model_in_train_mode_is_solved_in_eval_and_handed_back(synthetic_cnn):
+    model = copy.deepcopy(synthetic_cnn.model).train()
+    model.head.eval()  # a mixed state must come back exactly
+    frozen = model.features[0][0].weight.requires_grad_(False)
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = synthetic_cnn.x_test[:4], synthetic_cnn.y_test[:4]
+    settings = MapSettings(min_steps=5, max_steps=30)
+    together = essential_maps(model, x, y, settings, progress=False)
+    assert model.training and not model.head.training and model.features.training
+    assert not frozen.requires_grad and model.head.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():  # BatchNorm running statistics untouched
+        assert torch.equal(v, stats[k]), k
+    alone = essential_maps(model, x[2:3], y[2:3], settings, progress=False)
+    torch.testing.assert_close(together.maps[2], alone.maps[0], atol=1e-4, rtol=0)  # images not coupled
+    reference = essential_maps(synthetic_cnn.model, x, y, settings, progress=False)
+    torch.testing.assert_close(together.maps, reference.maps, atol=0, rtol=0)
+
+
+def test_progress_bar_counts_stopped_images(tiny, capsys):
+    model, x, y = tiny
+    essential_maps(model, x[:3], y[:3], **{**TINY, "max_steps": 60, "progress": True})
+    assert "3/3" in capsys.readouterr().err

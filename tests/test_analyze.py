@@ -1,0 +1,97 @@
+"""The reproduction pipeline on the embedded digits, end to end: a trained checkpoint in, a results folder
+(table, figures, maps) and an offline W&B run out; user mistakes give one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import analyze
+from datamodules import DigitsDataModule
+from freqmaps.maps import FrequencyMaps
+from freqmaps.study import ROW_FIELDS
+from lightning_modules import StandardClassifier, load_network
+from tests.wandb_offline import offline_runs, read_offline_run
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "reproduce" / "digits_analyze.yaml"
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory) -> Path:
+    """A small CNN trained for 4 epochs on the digits by Lightning, saved as train.py saves it."""
+    L.seed_everything(0)
+    module = StandardClassifier("small_cnn", 10, 1, 32)
+    data = DigitsDataModule(image_size=32, channels=1)
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, data)
+    path = tmp_path_factory.mktemp("digits") / "digits.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_checkpoint_loads_back_the_trained_network(digits_checkpoint):
+    network = load_network(digits_checkpoint)
+    data = DigitsDataModule(image_size=32, channels=1)
+    data.setup("test")
+    x, y = analyze.take(data.test_set, 200, 0)
+    with torch.no_grad():
+        assert (network(x).argmax(1) == y).float().mean() > 0.9
+    assert not network.training
+
+
+def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoint, tmp_path):
+    out = tmp_path / "results"
+    analyze.main([
+        "--config", str(CONFIG), "--checkpoint", str(digits_checkpoint), "--output_dir", str(out),
+        "--images", "30", "--maps.min_steps", "50", "--maps.max_steps", "150", "--permutations", "20",
+        "--class_map_images", "40", "--class_maps.min_steps", "20", "--class_maps.max_steps", "40",
+        "--adaptive_attack.init_args.steps", "5", "--progress", "false",
+    ])
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["attack"]: row for row in results["rows"]}
+    assert list(rows) == ["FMN-linf", "PGD-linf", "DeepFool-linf"]
+    for row in rows.values():
+        assert list(row) == list(ROW_FIELDS)
+        assert row["images"] == 30 and row["correct"] >= 27
+        assert row["fooled"] <= row["correct"] and 0 <= row["adversarial_kept"] <= row["fooled"]
+    for name in ("FMN-linf", "DeepFool-linf"):  # minimum-norm attacks fool (almost) every correct image
+        assert rows[name]["success_rate"] > 0.9 and rows[name]["median_linf"] < 0.1
+    assert rows["PGD-linf"]["median_linf"] <= 0.1 + 1e-6  # PGD stays in its ball
+    correlated = [row for row in rows.values() if row["n_pairs"] >= 3]
+    assert correlated, "no attack left three essential/adversarial pairs to correlate"
+    for row in correlated:
+        assert 1 / 21 - 1e-9 <= row["idcor_p"] <= 1 and -1 <= row["cosine_mean"] <= 1
+    defence = results["defence"]
+    assert 0 <= defence["still_correct"] <= 1 and 0 <= defence["adversarial_undone"] <= 1
+    assert defence["adversarial_accuracy_unmasked"] < 0.2  # the FMN adversarials fool the undefended model
+
+    markdown = (out / "results.md").read_text()
+    assert markdown.startswith("| attack |") and markdown.count("\n| ") >= 4 and "Class-map defence" in markdown
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"radial_profiles.png", "class_maps.png", "class_means_FMN-linf.png"} <= figures
+    assert all((out / "figures" / name).read_bytes()[:4] == b"\x89PNG" for name in figures)
+    essential = FrequencyMaps.load(out / "maps" / "essential.pt")
+    assert essential.kind == "essential" and len(essential) == rows["FMN-linf"]["correct"]
+
+    (run_dir,) = offline_runs(out)
+    run = read_offline_run(run_dir)
+    assert run.summary["FMN-linf/success_rate"] == pytest.approx(rows["FMN-linf"]["success_rate"])
+    assert run.summary["results/_type"] == "table-file"
+    assert any(name.startswith("media/table/results") for name in run.files)
+    assert any(name.startswith("media/images/figures/radial_profiles") for name in run.files)
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "analyze.py"), "--config", str(CONFIG), "--checkpoint",
+         str(tmp_path / "nope.ckpt")], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "error: no checkpoint at" in result.stderr and "Traceback" not in result.stderr
