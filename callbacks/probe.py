@@ -4,8 +4,8 @@ processes in equal batches, gathered back into probe order, and guards that keep
 The probe is `probe_size` dataset indices drawn once with `seed` (ascending). It is cut into batches of
 `batch_size` images, numbered 0, 1, ...; process `rank` of `world_size` handles batches rank, rank + world_size,
 ..., and the number of batches is padded up to a multiple of world_size (a padding batch, or the tail of the
-last batch, repeats probe image 0 and is marked position -1), so every process holds the same shapes and takes
-part in every collective. A batch's random numbers come from a generator seeded with `seed + batch number`,
+last batch, repeats probe image 0, is marked position -1 and is never attacked or solved), so every process
+holds the same shapes and takes part in every collective. A batch's random numbers come from a generator seeded with `seed + batch number`,
 so its attack draws the same starts, and its maps see the same batch, whatever the number of processes: a
 multi-process analysis gives what a single process gives, up to float rounding.
 """
