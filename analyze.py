@@ -10,7 +10,6 @@ figures/*.png and maps/*.pt (FrequencyMaps files, loadable with freqmaps.maps.Fr
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset
 from datamodules.base import ImageDataModule
 from freqmaps.attacks import Attack
 from freqmaps.class_maps import CLASS_MAP_SETTINGS
-from freqmaps.errors import UserInputError, user_error
+from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.maps import MapSettings
 from freqmaps.study import ROW_FIELDS, run_study, write_study
 from lightning_modules.checkpoint import load_network
@@ -145,10 +144,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:
-        cause = user_error(error)
-        if cause is None:
-            raise
-        sys.exit(f"error: {cause}")
+    exit_on_user_error(main)

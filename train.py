@@ -6,14 +6,13 @@ checkpoint is tested (`--test_after_fit false` turns that off).
 """
 from __future__ import annotations
 
-import sys
 
 import yaml
 from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from freqmaps.errors import user_error
+from freqmaps.errors import exit_on_user_error
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -56,10 +55,4 @@ def main(args: list[str] | None = None) -> FreqmapsCLI:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:
-        cause = user_error(error)
-        if cause is None:
-            raise
-        sys.exit(f"error: {cause}")
+    exit_on_user_error(main)

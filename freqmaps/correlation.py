@@ -154,7 +154,7 @@ def _joint_nearest(D_a: torch.Tensor, D_e: torch.Tensor, perm: torch.Tensor | No
 
     def block_of(start: int, stop: int) -> torch.Tensor:
         rows = torch.index_select(D_e, 0, perm[start:stop], out=rows_buf[: stop - start])
-        block = torch.gather(rows, 1, perm.expand(stop - start, n), out=block_buf[: stop - start])
+        block = torch.index_select(rows, 1, perm, out=block_buf[: stop - start])
         return block.add_(D_a[start:stop])
 
     return _nearest_two(n, step, block_of)

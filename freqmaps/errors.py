@@ -3,6 +3,10 @@
 `train.py` prints these as a one-line `error: ...` instead of a traceback. It subclasses ValueError, so
 code that expects ValueError for bad input keeps working.
 """
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class UserInputError(ValueError):
@@ -14,3 +18,15 @@ def user_error(error: BaseException | None) -> UserInputError | None:
     while error is not None and not isinstance(error, UserInputError):
         error = error.__cause__ or error.__context__
     return error
+
+
+def exit_on_user_error(main: Callable[[], None]) -> None:
+    """Run a command-line entry point; a UserInputError (however wrapped) exits with a one-line `error: ...`
+    instead of a traceback. Any other exception propagates."""
+    try:
+        main()
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        sys.exit(f"error: {cause}")

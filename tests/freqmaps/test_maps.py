@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.maps import loop_map
 from freqmaps.errors import UserInputError
 from freqmaps.fourier import apply_mask, ifftshift2
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
@@ -30,22 +30,10 @@ def tiny():
     return model, x, y
 
 
-def paper_loop(model, x, y, lam, min_steps, max_steps, tol, window=20, lr=0.01):
-    """The paper's per-image loop with torch.optim.Adam: an independent reference for one image."""
-    mask = torch.ones_like(x, requires_grad=True)
-    opt = torch.optim.Adam([mask], lr=lr)
-    losses = []
-    for step in range(1, max_steps + 1):
-        loss = F.cross_entropy(model(torch.fft.ifft2(mask * torch.fft.fft2(x)).real), y) + lam * mask.abs().sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            mask.clamp_(0, 1)
-        losses.append(loss.item())
-        if step > min_steps and abs(losses[-1] - sum(losses[-window:]) / len(losses[-window:])) < tol:
-            break
-    return torch.fft.fftshift(mask.detach()[0], dim=(-2, -1)), step
+def paper_loop(model, x, y, lam, min_steps, max_steps, tol):
+    """The paper's per-image loop with torch.optim.Adam (the speed benchmark's baseline): an independent
+    reference for one image. Returns the fftshift-ed map (C, H, W) and the steps taken."""
+    return loop_map(model, x, y, MapSettings(lam=lam, min_steps=min_steps, max_steps=max_steps, tol=tol))
 
 
 def test_essential_maps_find_the_planted_frequencies(synthetic_cnn, synthetic_data):
