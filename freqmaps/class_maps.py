@@ -91,9 +91,10 @@ class ClassMapResult:
     n_fooled: int
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, maps: torch.Tensor | None = None,
-             classes: torch.Tensor | None = None) -> torch.Tensor:
-    """argmax f(x) (n,), or of x masked with maps[classes[i]] (maps unshifted, (K, C, H, W)), in chunks."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, maps: torch.Tensor | None = None,
+            classes: torch.Tensor | None = None) -> torch.Tensor:
+    """argmax f(x) (n,), or of x masked with maps[classes[i]] (maps unshifted, (K, C, H, W)), in chunks of
+    batch_size, without autograd; the model is run in the mode it is in (callers use frozen_eval)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -151,8 +152,8 @@ def class_maps(
     K = num_classes
     with frozen_eval(model):
         x, x_adv, y = x.detach().clone(), x_adv.detach().clone(), y.detach().clone().long().to(x.device)
-        correct = _predict(model, x, s.batch_size) == y
-        y_adv = _predict(model, x_adv, s.batch_size)
+        correct = predict(model, x, s.batch_size) == y
+        y_adv = predict(model, x_adv, s.batch_size)
         fooled = correct & (y_adv != y)
         # (spectra, class of the map, CE target) of set (a) and set (b)
         sets = [(torch.fft.fft2(x[correct]), y[correct], y[correct]),
@@ -228,10 +229,10 @@ def evaluate_class_maps(
     with frozen_eval(model):
         x, x_adv, y = x.detach().clone(), x_adv.detach().clone(), y.detach().clone().to(x.device)
         table = ifftshift2(table.detach().to(x))
-        pred, pred_adv = _predict(model, x, batch_size), _predict(model, x_adv, batch_size)
+        pred, pred_adv = predict(model, x, batch_size), predict(model, x_adv, batch_size)
         correct, fooled = pred == y, (pred == y) & (pred_adv != y)
-        masked = _predict(model, x, batch_size, table, pred)  # map of the predicted class = true label if correct
-        masked_adv = _predict(model, x_adv, batch_size, table, pred_adv)
+        masked = predict(model, x, batch_size, table, pred)  # map of the predicted class = true label if correct
+        masked_adv = predict(model, x_adv, batch_size, table, pred_adv)
 
     def rate(hits: torch.Tensor, over: torch.Tensor) -> float:
         return (hits & over).sum().item() / over.sum().item() if over.any() else float("nan")

@@ -6,7 +6,7 @@ and are averaged over channels for display.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -52,24 +52,33 @@ def class_means_figure(
     return fig
 
 
-def radial_profiles(essential: FrequencyMaps, adversarial: FrequencyMaps | None = None) -> dict[str, torch.Tensor]:
-    """Mean kept map value against integer frequency radius: {"essential": (R,), "adversarial": (R,)}."""
-    profiles = {"essential": radial_profile(essential.kept_only().maps)}
-    if adversarial is not None:
-        profiles["adversarial"] = radial_profile(adversarial.kept_only().maps)
-    return profiles
+def radial_profiles(
+    essential: FrequencyMaps, adversarial: FrequencyMaps | Mapping[str, FrequencyMaps] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Mean kept map value against integer frequency radius, (R,) per map set: {"essential": ...,
+    "adversarial": ...} for one adversarial set, or "adversarial (<name>)" per entry of a mapping name -> maps
+    (one per attack). Sets without kept maps are left out."""
+    sets = {"essential": essential}
+    if isinstance(adversarial, FrequencyMaps):
+        sets["adversarial"] = adversarial
+    elif adversarial is not None:
+        sets |= {f"adversarial ({name})": maps for name, maps in adversarial.items()}
+    return {name: radial_profile(maps.kept_only().maps) for name, maps in sets.items() if maps.kept.any()}
 
 
-def radial_profile_figure(essential: FrequencyMaps, adversarial: FrequencyMaps | None = None) -> Figure:
-    """Mean map value against frequency radius, essential and adversarial on one plot: at a glance, whether
-    the attack lives in higher frequencies than the model's bias."""
+def radial_profile_figure(
+    essential: FrequencyMaps, adversarial: FrequencyMaps | Mapping[str, FrequencyMaps] | None = None,
+) -> Figure:
+    """Mean map value against frequency radius, essential and adversarial (one set, or one per attack as a
+    mapping name -> maps) on one plot: at a glance, whether the attack lives in higher frequencies than the
+    model's bias."""
     fig = Figure(figsize=(5, 3.2), layout="constrained")
     ax = fig.subplots()
     for name, profile in radial_profiles(essential, adversarial).items():
         ax.plot(range(len(profile)), profile, marker="o", markersize=3, label=name)
     ax.set_xlabel("frequency radius")
     ax.set_ylabel("mean map value")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 

@@ -21,12 +21,11 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from freqmaps.attacks import Attack, attack_report
-from freqmaps.class_maps import ClassMapDefence, ClassMapResult, ClassMaps, class_maps, evaluate_class_maps
+from freqmaps.class_maps import ClassMapDefence, ClassMapResult, ClassMaps, class_maps, evaluate_class_maps, predict
 from freqmaps.correlation import CorrelationResult, correlate_maps
 from freqmaps.errors import UserInputError
 from freqmaps.figures import class_means_figure, radial_profile_figure
-from freqmaps.fourier import radial_profile
-from freqmaps.inputs import check_images, check_labels
+from freqmaps.inputs import check_images, check_labels, frozen_eval
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
 
 ROW_FIELDS = (
@@ -101,7 +100,8 @@ def run_study(
     attacks: (name, attack) pairs, run in batches of `attack_batch_size`. settings: the map solver's (default:
     the paper's). permutations, seed: IdCor's test. class_map_data: (x_train, y_train) training images for
     the class maps (None: no defence study); they are attacked with the attack named `class_map_attack`
-    (default: the first); class_map_settings: the class-map solver's (default: CLASS_MAP_SETTINGS, the paper's). adaptive_attack: the attack run against the label-free defended model (default: none).
+    (default: the first); class_map_settings: the class-map solver's (default: CLASS_MAP_SETTINGS, the paper's).
+    adaptive_attack: the attack run against the label-free defended model (default: none).
     """
     check_images(x)
     check_labels(y, len(x))
@@ -115,8 +115,8 @@ def run_study(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    with torch.no_grad():
-        correct = _predict(model, x, attack_batch_size) == y
+    with frozen_eval(model):
+        correct = predict(model, x, attack_batch_size) == y
     essential = essential_maps(model, x[correct], y[correct], settings, index=correct.nonzero().squeeze(1).cpu(),
                                progress=progress)
     timings["essential_maps"] = time.perf_counter() - start
@@ -157,15 +157,6 @@ def run_study(
     return Study(x.cpu(), y.cpu(), essential, studies, defence, timings)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
-    finally:
-        model.train(was_training)
-
-
 def _attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([attack(model, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
 
@@ -191,9 +182,9 @@ def _defence(model, attack, name, data, x, y, x_adv, settings, adaptive, num_cla
         defended = ClassMapDefence(model, trained.maps.to(x.device))
         x_defended = _attack(adaptive_attack, defended, x, y, batch_size)
         x_undefended = _attack(adaptive_attack, model, x, y, batch_size)
-        with torch.no_grad():
-            robust = (_predict(defended, x_defended, batch_size) == y).float().mean().item()
-            undefended = (_predict(model, x_undefended, batch_size) == y).float().mean().item()
+        with frozen_eval(defended):
+            robust = (predict(defended, x_defended, batch_size) == y).float().mean().item()
+            undefended = (predict(model, x_undefended, batch_size) == y).float().mean().item()
     return DefenceStudy(name, trained, rates, adaptive_name, robust, undefended, time.perf_counter() - start)
 
 
@@ -231,8 +222,6 @@ def write_study(study: Study, directory: str | Path, num_classes: int,
     (directory / "maps").mkdir(exist_ok=True)
     paths: dict[str, Path] = {}
     study.essential.save(directory / "maps" / "essential.pt")
-    profile = radial_profile_figure(study.essential, None)
-    ax = profile.axes[0]
     for attack in study.attacks:
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in attack.name)
         attack.maps.save(directory / "maps" / f"adversarial_{safe}.pt")
@@ -243,13 +232,9 @@ def write_study(study: Study, directory: str | Path, num_classes: int,
         if attack.correlation is not None:
             paths[f"idcor_null_{safe}"] = directory / "figures" / f"idcor_null_{safe}.png"
             null_distribution_figure(attack).savefig(paths[f"idcor_null_{safe}"], dpi=110)
-        kept = attack.maps.kept_only().maps
-        if len(kept):
-            curve = radial_profile(kept)
-            ax.plot(range(len(curve)), curve, marker="o", markersize=3, label=f"adversarial ({attack.name})")
-    ax.legend(fontsize=8)
     paths["radial_profiles"] = directory / "figures" / "radial_profiles.png"
-    profile.savefig(paths["radial_profiles"], dpi=110)
+    radial_profile_figure(study.essential, {a.name: a.maps for a in study.attacks}).savefig(
+        paths["radial_profiles"], dpi=110)
 
     summary = {"rows": study.rows, "timings": study.timings, **(extra or {})}
     if study.defence is not None:

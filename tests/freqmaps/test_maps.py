@@ -10,6 +10,7 @@ from torch import nn
 
 from benchmarks.maps import loop_map
 from freqmaps.errors import UserInputError
+from freqmaps.figures import radial_profiles, write_map_figures
 from freqmaps.fourier import apply_mask, ifftshift2
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
 
@@ -177,3 +178,16 @@ def test_progress_bar_counts_stopped_images(tiny, capsys):
     model, x, y = tiny
     essential_maps(model, x[:3], y[:3], **{**TINY, "max_steps": 60, "progress": True})
     assert "3/3" in capsys.readouterr().err
+
+
+def test_figure_writer_draws_class_means_profiles_and_panels(tiny, tmp_path):
+    model, x, y = tiny
+    essential = essential_maps(model, x, y, **TINY)
+    adversarial = adversarial_maps(model, x, (y + 1) % 3, y, **TINY)
+    paths = write_map_figures(tmp_path / "figures", x, essential, adversarial, num_classes=3, x_adv=x)
+    assert [p.name for p in paths] == ["class_means.png", "radial_profile.png", "essential_panels.png",
+                                       "adversarial_panels.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths)
+    profiles = radial_profiles(essential, {"a": adversarial, "b": adversarial})
+    assert list(profiles) == ["essential", "adversarial (a)", "adversarial (b)"]
+    torch.testing.assert_close(profiles["essential"][0], essential.kept_only().maps[:, :, 8, 8].float().mean())
