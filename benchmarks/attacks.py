@@ -16,9 +16,10 @@ correctly), then --repeats timed rounds; the best time counts. Ends with one lin
 `<attack>: <speedup>x <library> (target >= T), median L∞ ratio R` (R = freqmaps' median over the library's).
 
 `step cost` is freqmaps' time per step over the time of the model work one step needs on the same batch with
-the parameters frozen: one forward and one input-gradient backward (PGD, FMN), one forward and candidates − 1
-backwards (DeepFool). DeepFool drops fooled images, so its steps are counted in full batches of images still
-attacked (on a GPU a small batch costs about as much as a full one, so DeepFool's step cost there is high).
+the parameters frozen and in the same memory layout (freqmaps' attacks hand the model channels-last input, which
+the libraries do not; see freqmaps.attacks.base.Attack): one forward and one input-gradient backward (PGD, FMN),
+one forward and candidates − 1 backwards (DeepFool). DeepFool drops fooled images, so its steps are counted in
+full batches of images still attacked (on a GPU a small batch costs about as much as a full one, so DeepFool's step cost there is high).
 Writes benchmarks/results/attacks.json.
 """
 from __future__ import annotations
@@ -56,11 +57,13 @@ class CountingModel(nn.Module):
         return self.model(x)
 
 
-def model_steps(model: nn.Module, x: torch.Tensor, backwards: int, steps: int) -> None:
-    """The model work of `steps` attack steps: each a forward pass and `backwards` input-gradient backward passes."""
+def model_steps(model: nn.Module, x: torch.Tensor, backwards: int, steps: int, channels_last: bool) -> None:
+    """The model work of `steps` attack steps: each a forward pass and `backwards` input-gradient backward passes,
+    on x in the memory layout the attack hands the model."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     with frozen_eval(model):
         for _ in range(steps):
-            x_step = x.clone().requires_grad_()
+            x_step = x.clone(memory_format=layout).requires_grad_()
             logits = model(x_step)
             for k in range(backwards):
                 torch.autograd.grad(logits[:, k].sum(), x_step, retain_graph=k < backwards - 1)
@@ -151,7 +154,7 @@ def main() -> None:
     results = {}
     for name, attack in ours.items():
         calls = {"freqmaps": lambda: attack(counting, x, y),
-                 "model step": lambda: model_steps(model, x, backwards[name], REFERENCE_STEPS)}
+                 "model step": lambda: model_steps(model, x, backwards[name], REFERENCE_STEPS, attack.channels_last)}
         calls |= {library: lambda fn=fn: fn(x, y) for (attack_name, library), fn in baselines.items()
                   if attack_name == name}
         counting.calls = counting.images = 0

@@ -49,8 +49,12 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(requires_grad)
 
 
-def own_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def own_batch(x: torch.Tensor, y: torch.Tensor,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Private copies of a checked batch, to be made inside `frozen_eval` so that they are ordinary autograd
     tensors even when the caller runs under inference mode: x clipped to [0, 1] (it may overshoot by the
-    tolerance of `check_images`), y as int64 on x's device."""
-    return x.detach().clone().clamp_(0, 1), y.detach().to(device=x.device, dtype=torch.long, copy=True)
+    tolerance of `check_images`), in channels-last memory format if asked (else x's own), y as int64 on
+    x's device."""
+    layout = torch.channels_last if channels_last else torch.preserve_format
+    return (x.detach().clone(memory_format=layout).clamp_(0, 1),
+            y.detach().to(device=x.device, dtype=torch.long, copy=True))

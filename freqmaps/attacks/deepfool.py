@@ -41,12 +41,14 @@ class DeepFool(MinimumNormAttack):
         steps: maximum steps per image.
         candidates: how many of the most likely classes (including the predicted one) to consider.
         overshoot: relative overshoot of the accumulated perturbation past the boundary.
+        channels_last: hand the model channels-last input (see `Attack`).
 
     `run(model, x, y)` returns x_adv with a success mask and norms (inf where the image was not
     fooled within `steps`; x_adv is then the last iterate).
     """
 
-    def __init__(self, norm: str = "linf", steps: int = 50, candidates: int = 10, overshoot: float = 0.02) -> None:
+    def __init__(self, norm: str = "linf", steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
+                 channels_last: bool = True) -> None:
         check_norm(norm)
         check_positive(steps=steps)
         if candidates < 2:
@@ -57,6 +59,7 @@ class DeepFool(MinimumNormAttack):
         self.steps = steps
         self.candidates = candidates
         self.overshoot = overshoot
+        self.channels_last = channels_last
 
     def minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> MinimumNormResult:
         p, dual = check_norm(self.norm), DUAL_NORMS[self.norm]

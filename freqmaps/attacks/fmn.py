@@ -17,9 +17,13 @@ boundary estimate divides by max(‖g‖_dual, 1e-12), as the authors' code does
 zero and turn ε into NaN). foolbox's optional initial attack and its boundary binary search (off by
 default) are not implemented. The L∞ iterates equal foolbox's up to rounding (tests/freqmaps/attacks).
 
-The adversarial kept is the smallest one found, which lies within rounding of the decision boundary:
-re-evaluated under other rounding (bf16 autocast, TF32, another batch composition on a GPU) a few
-images can flip back.
+The adversarial kept is the smallest one found, which lies close to the decision boundary. An iterate
+counts as adversarial only when the largest other logit beats the true one by more than `min_margin`
+(default 1e-5; 0 is foolbox's rule): one that wins by less sits within the logits' rounding of the
+boundary and can flip back when the model is re-run in another memory layout (the attack runs it
+channels-last, users NCHW) or batch composition. On the benchmark's ResNet-20 this keeps every image
+adversarial under NCHW re-evaluation, at foolbox's median norm to 7 digits. bf16 autocast and TF32 round
+far more coarsely: re-evaluated under them a few images can still flip back.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from freqmaps.attacks.base import (
     margin,
     per_image,
 )
+from freqmaps.errors import UserInputError
 
 
 def cosine_anneal(start: float, end: float, step: int, steps: int) -> float:
@@ -55,6 +60,9 @@ class FMN(MinimumNormAttack):
         min_stepsize: final α; None for max_stepsize / 100.
         gamma: initial ε-update rate γ, annealed to min_gamma.
         min_gamma: final γ.
+        min_margin: how far (in logits) the best other class must lead the true one for an iterate to count
+            as adversarial; >= 0.
+        channels_last: hand the model channels-last input (see `Attack`).
 
     `run(model, x, y)` returns the smallest adversarial found per image with its norm; images never
     fooled come back unchanged, with success False and norm inf.
@@ -62,7 +70,7 @@ class FMN(MinimumNormAttack):
 
     def __init__(
         self, norm: str = "linf", steps: int = 100, max_stepsize: float = 1.0, min_stepsize: float | None = None,
-        gamma: float = 0.05, min_gamma: float = 0.001,
+        gamma: float = 0.05, min_gamma: float = 0.001, min_margin: float = 1e-5, channels_last: bool = True,
     ) -> None:
         check_norm(norm)
         min_stepsize = max_stepsize / 100 if min_stepsize is None else min_stepsize
@@ -74,6 +82,10 @@ class FMN(MinimumNormAttack):
         self.min_stepsize = min_stepsize
         self.gamma = gamma
         self.min_gamma = min_gamma
+        if not min_margin >= 0:
+            raise UserInputError(f"min_margin must be >= 0, got {min_margin}")
+        self.min_margin = min_margin
+        self.channels_last = channels_last
 
     def minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> MinimumNormResult:
         p, dual = check_norm(self.norm), DUAL_NORMS[self.norm]
@@ -91,7 +103,8 @@ class FMN(MinimumNormAttack):
             logits = model(x_adv)
             loss = margin(logits, y)
             (grad,) = torch.autograd.grad(-loss.sum(), x_adv)
-            loss, is_adv = loss.detach(), logits.detach().argmax(1) != y
+            loss = loss.detach()
+            is_adv = loss < -self.min_margin
 
             norm = lp_norms(delta, p)
             improved = is_adv & (norm <= best_norm)

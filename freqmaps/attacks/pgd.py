@@ -55,11 +55,12 @@ class PGD(Attack):
         random_start: start each restart at a uniform point of the ball (required for restarts > 1).
         restarts: independent runs; per image the first run that fools the model is kept, else the run
             with the highest final loss. Restarts after the first attack only the images not fooled yet.
+        channels_last: hand the model channels-last input (see `Attack`).
     """
 
     def __init__(
         self, eps: float = 8 / 255, norm: str = "linf", steps: int = 40, step_size: float | None = None,
-        random_start: bool = True, restarts: int = 1,
+        random_start: bool = True, restarts: int = 1, channels_last: bool = True,
     ) -> None:
         check_norm(norm)
         check_positive(eps=eps, steps=steps, restarts=restarts)
@@ -73,6 +74,7 @@ class PGD(Attack):
         self.step_size = step_size if step_size is not None else _REL_STEP[norm] * eps
         self.random_start = random_start
         self.restarts = restarts
+        self.channels_last = channels_last
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.restarts == 1:

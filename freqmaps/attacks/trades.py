@@ -13,11 +13,13 @@ from freqmaps.attacks.pgd import ascent_step
 
 
 class TRADES(Attack):
-    """Args: eps (L∞ radius, pixel units), steps, step_size (the paper's CIFAR-10 values by default)."""
+    """Args: eps (L∞ radius, pixel units), steps, step_size (the paper's CIFAR-10 values by default),
+    channels_last (hand the model channels-last input, see `Attack`)."""
 
-    def __init__(self, eps: float = 8 / 255, steps: int = 10, step_size: float = 0.007) -> None:
+    def __init__(self, eps: float = 8 / 255, steps: int = 10, step_size: float = 0.007,
+                 channels_last: bool = True) -> None:
         check_positive(eps=eps, steps=steps, step_size=step_size)
-        self.eps, self.steps, self.step_size = eps, steps, step_size
+        self.eps, self.steps, self.step_size, self.channels_last = eps, steps, step_size, channels_last
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -31,7 +33,8 @@ class TRADES(Attack):
         return x_adv
 
     def __repr__(self) -> str:
-        return f"TRADES(eps={self.eps!r}, steps={self.steps!r}, step_size={self.step_size!r})"
+        return (f"TRADES(eps={self.eps!r}, steps={self.steps!r}, step_size={self.step_size!r}, "
+                f"channels_last={self.channels_last!r})")
 
 
 def trades_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:

@@ -10,6 +10,7 @@ import skdim
 import torch
 
 from freqmaps.correlation import (
+    _two_smallest,
     cka,
     correlate_maps,
     idcor,
@@ -86,6 +87,19 @@ def test_twonn_drops_duplicates_and_ties_like_spec():
     assert (r1 == 0).sum() == 40 and (r1 == r2).sum() > 100  # the case really has duplicates and ties
     oracle = skdim.id.TwoNN(discard_fraction=0.1, dist=True).fit(torch.stack([r1, r2], 1)[keep].numpy())
     assert twonn(X) == pytest.approx(oracle.dimension_, rel=SKDIM_REL)
+
+
+@pytest.mark.parametrize("width", [5, 255, 256, 300, 1000])
+def test_two_smallest_equals_topk_with_ties(width):
+    """The segment-minimum search gives torch.topk's two smallest values, also with repeated values (a tied
+    minimum gives it twice), infinities and a last segment shorter than the others."""
+    g = generator(width)
+    for block in (torch.rand(40, width, generator=g), torch.randint(0, 30, (40, width), generator=g).double()):
+        block[:, ::7] = math.inf
+        block[:10, 1:3] = -1  # a repeated minimum inside one segment
+        r1, r2 = _two_smallest(block.clone())
+        expected = torch.topk(block, 2, dim=1, largest=False).values
+        assert torch.equal(r1, expected[:, 0]) and torch.equal(r2, expected[:, 1])
 
 
 def test_twonn_takes_a_distance_matrix():

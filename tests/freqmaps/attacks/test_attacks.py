@@ -210,12 +210,53 @@ def test_attack_report_counts_what_the_model_says(digits):
     assert clean.success_rate == 0 and math.isnan(clean.median_linf)
 
 
+class FlattensWithView(nn.Module):
+    """A colour CNN whose head flattens its feature maps with .view, which needs NCHW-contiguous activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(x))
+        return self.head(features.view(len(x), -1))
+
+
+def test_channels_last_input_gives_the_attacks_of_an_nchw_run():
+    """On colour images the two layouts differ in memory; the attacks must find the same adversarials (the
+    convolutions round differently, so PGD's sign steps may differ on a few near-zero gradient entries),
+    hand x_adv back NCHW-contiguous, and a model that cannot take channels-last input must say how to
+    turn it off."""
+    torch.manual_seed(0)
+    model = SmallCNN(10, 3, width=8).eval()
+    x = torch.rand(32, 3, 16, 16)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    pairs = [(PGD(0.03, steps=10, random_start=False, channels_last=layout), FMN(steps=20, channels_last=layout),
+              DeepFool(channels_last=layout)) for layout in (True, False)]
+    for fast, plain in zip(*pairs):
+        x_fast, x_plain = fast(model, x, y), plain(model, x, y)
+        assert x_fast.is_contiguous() and x_fast.shape == x.shape
+        assert (x_fast - x_plain).abs().le(1e-4).float().mean() > 0.99, fast
+        torch.testing.assert_close(fooled(model, x_fast, y), fooled(model, x_plain, y))
+    result = FMN(steps=20).run(model, x, y)  # its minimal adversarials, found channels-last, hold in NCHW
+    assert result.x_adv.is_contiguous() and result.success.all()
+    assert torch.equal(fooled(model, result.x_adv, y), result.success)
+
+    x_small = torch.rand(4, 3, 8, 8)
+    with pytest.raises(UserInputError, match="channels_last=False"):
+        PGD(0.03, steps=1)(FlattensWithView(), x_small, torch.zeros(4, dtype=torch.long))
+    x_adv = PGD(0.03, steps=1, channels_last=False)(FlattensWithView(), x_small, torch.zeros(4, dtype=torch.long))
+    assert (x_adv - x_small).abs().max() <= 0.03 + 1e-6
+
+
 def test_minimum_norm_result_and_registry():
     result = MinimumNormResult(torch.zeros(1, 1, 2, 2), torch.tensor([False]), torch.tensor([math.inf]))
     assert result.norms.isinf().all()
     assert isinstance(create_attack("fmn", norm="l2"), FMN)
     assert isinstance(create_attack("pgd", eps=0.1, restarts=2), PGD)
-    assert repr(create_attack("fgsm", eps=0.1)) == "FGSM(eps=0.1, random_start=False, step_size=0.1)"
+    assert repr(create_attack("fgsm", eps=0.1)) == (
+        "FGSM(eps=0.1, random_start=False, step_size=0.1, channels_last=True)")
 
 
 def test_bad_inputs_raise_clear_errors(digits):
