@@ -19,7 +19,8 @@ correctly), then --repeats timed rounds; the best time counts. Ends with one lin
 the parameters frozen and in the same memory layout (freqmaps' attacks hand the model channels-last input, which
 the libraries do not; see freqmaps.attacks.base.Attack): one forward and one input-gradient backward (PGD, FMN),
 one forward and candidates − 1 backwards (DeepFool). DeepFool drops fooled images, so its steps are counted in
-full batches of images still attacked (on a GPU a small batch costs about as much as a full one, so DeepFool's step cost there is high).
+full batches of images still attacked (on a GPU a small batch costs about as much as a full one, so DeepFool's
+step cost there is high).
 Writes benchmarks/results/attacks.json.
 """
 from __future__ import annotations

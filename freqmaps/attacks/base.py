@@ -99,9 +99,9 @@ class Attack(ABC):
 
     Every attack takes `channels_last` (default True): the model sees the attacked images in channels-last
     (NHWC) memory format, in which oneDNN's CPU convolutions run faster than in NCHW (a PGD step on
-    ResNet-20, 2 CPU threads: about 15% less time); cuDNN prefers it too under autocast. The values are the same images; only the
-    layout differs, so results match an NCHW run up to the convolutions' rounding. x_adv comes back in
-    the standard contiguous layout.
+    ResNet-20, 2 CPU threads: about 15% less time); cuDNN prefers it too under autocast. The values are
+    the same images; only the layout differs, so results match an NCHW run up to the convolutions'
+    rounding. x_adv comes back in the standard contiguous layout.
     """
 
     channels_last: bool = True

@@ -19,7 +19,7 @@ default) are not implemented. The L∞ iterates equal foolbox's up to rounding (
 
 The adversarial kept is the smallest one found, which lies close to the decision boundary. An iterate
 counts as adversarial only when the largest other logit beats the true one by more than `min_margin`
-(default 1e-5; 0 is foolbox's rule): one that wins by less sits within the logits' rounding of the
+(default 1e-5; 0 is foolbox's rule up to exact ties): one that wins by less sits within the logits' rounding of the
 boundary and can flip back when the model is re-run in another memory layout (the attack runs it
 channels-last, users NCHW) or batch composition. On the benchmark's ResNet-20 this keeps every image
 adversarial under NCHW re-evaluation, at foolbox's median norm to 7 digits. bf16 autocast and TF32 round
