@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, ImageFolder
 
-from datamodules.base import ImageDataModule, require_image_folder, seeded_split
+from datamodules.base import ImageDataModule, require_image_folder, seeded_split, split_indices
+from datamodules.in_memory import InMemoryImages, decode_folder
 from freqmaps.errors import UserInputError
 
 
@@ -16,6 +19,8 @@ class CIFAR10DataModule(ImageDataModule):
 
     Batches: x (B, 3, 32, 32) in [0, 1] (no normalisation: the model normalises inside), y (B,) in 0..9.
     Augmentation of the training images only: random crop with 4-pixel zero padding, horizontal flip.
+    `in_memory`: decode every image once into a uint8 tensor (150 MB) and augment tensors in the main process,
+    instead of decoding JPEGs in loader workers each epoch; set `num_workers: 0` with it.
     """
 
     def __init__(
@@ -28,10 +33,12 @@ class CIFAR10DataModule(ImageDataModule):
         batch_size: int = 64,
         num_workers: int = 2,
         seed: int = 0,
+        in_memory: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
         self.num_classes, self.in_channels, self.image_size = 10, 3, 32
         self.root, self.download, self.val_size = Path(root), download, val_size
+        self.in_memory, self.random_crop, self.horizontal_flip = in_memory, random_crop, horizontal_flip
         augment = ([T.RandomCrop(32, padding=4)] if random_crop else []) + (
             [T.RandomHorizontalFlip()] if horizontal_flip else []
         )
@@ -62,7 +69,20 @@ class CIFAR10DataModule(ImageDataModule):
             )
         return dataset
 
+    def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images of `split` as (N, 3, 32, 32) uint8 and labels (N,) int64."""
+        dataset = self._dataset(split, None)
+        if self.image_folder:
+            return decode_folder(dataset.samples, f"decoding {self.root / split}")
+        return torch.as_tensor(dataset.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(dataset.targets)
+
     def build_datasets(self):
+        if self.in_memory:
+            images, labels = self._tensors("train")
+            rest, held = split_indices(len(labels), self.val_size, self.seed)
+            padding = 4 if self.random_crop else 0
+            train = InMemoryImages(images[rest], labels[rest], padding, self.horizontal_flip)
+            return train, InMemoryImages(images[held], labels[held]), InMemoryImages(*self._tensors("test"))
         train, val = seeded_split(
             self._dataset("train", self.train_transform), self.val_size, self.seed,
             holdout_view=self._dataset("train", self.eval_transform),

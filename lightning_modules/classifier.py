@@ -23,7 +23,8 @@ ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16"]
 class StandardClassifier(L.LightningModule):
     """Logs `train/loss`, `train/acc`, `val/loss`, `val/acc`, `val/acc_best`, `test/loss`, `test/acc`.
 
-    `num_classes`, `in_channels` and `image_size` are linked from the datamodule by train.py.
+    `num_classes`, `in_channels` and `image_size` are linked from the datamodule by train.py. `label_smoothing`
+    is the cross-entropy's (0: none) in training, validation and test alike.
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class StandardClassifier(L.LightningModule):
         pretrained: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "train_attack", "eval_attack"])
         self.model = create_model(model_name, num_classes, in_channels, image_size, pretrained)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        self.label_smoothing = label_smoothing
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro"))
             setattr(self, f"{stage}_loss", MeanMetric())
@@ -57,7 +60,7 @@ class StandardClassifier(L.LightningModule):
     def model_step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.log_step(stage, loss, logits, y)
         return loss
 
