@@ -4,7 +4,7 @@ ResNet-20 and CIFAR-10 test images, same settings, same run, with the median per
     python -m benchmarks.attacks [--device cpu|cuda] [--checkpoint PATH] [--n-images 128] [--repeats 2]
                                  [--out PATH]
 
-Settings (SPEC §2, foolbox's defaults, equal for every library): PGD ε = 8/255, 40 steps of 0.01/0.3·ε from a
+Settings (docs/method.md §2, foolbox's defaults, equal for every library): PGD ε = 8/255, 40 steps of 0.01/0.3·ε from a
 random start; FMN 100 steps, step size 1 annealed to 0.01, γ 0.05 annealed to 0.001; DeepFool 50 steps, top-10
 candidates, overshoot 0.02. foolbox gets the model as users hand it over (`fb.PyTorchModel(model.eval())`), so
 its `loss.backward()` also computes the parameters' gradients, which freqmaps skips by freezing them for the

@@ -1,5 +1,5 @@
 """FrequencyMapsCallback: every N epochs, essential and adversarial frequency maps of a fixed probe set, their
-correlation (IdCor, SVCCA, CKA, cosine), and pictures of them, logged to W&B (SPEC §1-§3)."""
+correlation (IdCor, SVCCA, CKA, cosine), and pictures of them, logged to W&B (docs/method.md §1-§3)."""
 from __future__ import annotations
 
 import math

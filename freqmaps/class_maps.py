@@ -1,4 +1,4 @@
-"""Class-level frequency maps and the defence they suggest (SPEC §4).
+"""Class-level frequency maps and the defence they suggest (docs/method.md §4).
 
 One map M_c per class c, trained on
   (a) the correctly classified clean images of class c, with their true label, and

@@ -1,6 +1,6 @@
 """How strongly essential and adversarial maps align: IdCor (+ permutation p-value), SVCCA, linear CKA, cosine.
 
-SPEC §3. Inputs are paired sets `A` (adversarial) and `E` (essential), each (n, d): row i of both describes
+docs/method.md §3. Inputs are paired sets `A` (adversarial) and `E` (essential), each (n, d): row i of both describes
 image i. Every function takes torch tensors (on any device; the work runs there) and returns plain floats or
 small dataclasses.
 
@@ -98,7 +98,7 @@ def squared_distances(X: torch.Tensor, *, dtype: torch.dtype = torch.float64) ->
 def _twonn_fit(r1: torch.Tensor, r2: torch.Tensor, fraction: float, squared: bool) -> float:
     """TwoNN slope from each point's first and second nearest-neighbour distances r1, r2: (n,).
 
-    With `squared=True` they are squared distances (log mu = log(r2 / r1) / 2). SPEC §3: mu = r2 / r1, points
+    With `squared=True` they are squared distances (log mu = log(r2 / r1) / 2). docs/method.md §3: mu = r2 / r1, points
     with r1 == 0 or r1 == r2 dropped, mu sorted, F_i = i / N (i = 1..N); least-squares line through the origin
     of -log(1 - F_i) against log mu_i over the first floor(fraction * N) points, never the last (F_N = 1).
     """
@@ -199,7 +199,7 @@ def _joint_nearest(D_a: torch.Tensor, D_e: torch.Tensor,
 
 
 def twonn(X: torch.Tensor, *, distances: bool = False, fraction: float = 0.9) -> float:
-    """Intrinsic dimension by TwoNN (Facco et al. 2017, Sci. Rep. 7:12140), exactly as SPEC §3.
+    """Intrinsic dimension by TwoNN (Facco et al. 2017, Sci. Rep. 7:12140), exactly as docs/method.md §3.
 
     X: (n, d) points (n >= 3), or with `distances=True` an (n, n) matrix of (not squared) distances (its
     diagonal, e.g. the rounding noise of torch.cdist, is ignored). For each point mu = r2 / r1 (second over
@@ -263,7 +263,7 @@ def idcor(
     dtype: torch.dtype = torch.float32,
 ) -> IdCorResult:
     """Intrinsic-dimension correlation (Basile et al., "Intrinsic dimension correlation", ICLR 2025) with the
-    permutation p-value of SPEC §3.
+    permutation p-value of docs/method.md §3.
 
     A: (n, da), E: (n, de), n >= 3, row i of both the same image. Each set goes through `standardize_rows`;
     id_a, id_e, id_joint are TwoNN dimensions of A, E and [A | E] (n, da + de). The k-th of the N =

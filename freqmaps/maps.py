@@ -1,4 +1,4 @@
-"""Essential and adversarial frequency maps, solved for thousands of images at once (SPEC §1).
+"""Essential and adversarial frequency maps, solved for thousands of images at once (docs/method.md §1).
 
 For each image x with target t (its true label for an essential map; for an adversarial map, the adversarial
 label of an attacked image) the map M in [0, 1]^(C, H, W) minimises

@@ -1,4 +1,4 @@
-"""The paper's correlation study on one trained classifier, end to end (SPEC §1-§4).
+"""The paper's correlation study on one trained classifier, end to end (docs/method.md §1-§4).
 
 For a set of clean test images: attack them with each configured attack; solve the essential maps of the
 correctly classified images once and the adversarial maps of the images each attack fooled; pair them by image

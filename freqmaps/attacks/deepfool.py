@@ -1,5 +1,5 @@
 """DeepFool (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016, "DeepFool: a simple and accurate method to
-fool deep neural networks"), L∞ and L2, batched, with foolbox 3's defaults (SPEC §2).
+fool deep neural networks"), L∞ and L2, batched, with foolbox 3's defaults (docs/method.md §2).
 
 The candidates are the top-k classes by the clean logits, c₀ the predicted one. At each step, for
 every candidate k ≠ c₀, with the logit difference f_k = z_k − z_c₀ and its input gradient w_k, the

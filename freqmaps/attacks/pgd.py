@@ -2,7 +2,7 @@
 adversarial attacks"), L∞ and L2, with random start and restarts.
 
 Each step ascends the cross-entropy, x ← Π_{B_ε(x0) ∩ [0,1]}(x + α·s(∇ℓ)), with s = sign for L∞ and
-s = ∇ℓ/‖∇ℓ‖₂ for L2. Defaults follow foolbox 3 (the paper's code, SPEC §2): L∞ ε = 8/255, 40 steps,
+s = ∇ℓ/‖∇ℓ‖₂ for L2. Defaults follow foolbox 3 (the paper's code, docs/method.md §2): L∞ ε = 8/255, 40 steps,
 α = 0.01/0.3·ε; for L2 foolbox's α = 0.025·ε (foolbox's L2 PGD runs 50 steps by default, here 40 for both).
 Step for step the iterates equal foolbox's (tests/freqmaps/attacks).
 """

@@ -76,8 +76,8 @@ def test_twonn_agrees_with_scikit_dimension(X):
 
 
 def test_twonn_drops_duplicates_and_ties_like_spec():
-    """Points on an integer grid have tied neighbours (r1 == r2) and copies have r1 == 0: SPEC drops both.
-    skdim keeps ties, so the oracle is skdim fed the (r1, r2) pairs that survive SPEC's rule."""
+    """Points on an integer grid have tied neighbours (r1 == r2) and copies have r1 == 0: docs/method.md §3 drops both.
+    skdim keeps ties, so the oracle is skdim fed the (r1, r2) pairs that survive that rule."""
     grid = torch.stack(torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij"), -1).reshape(-1, 2)
     scattered = 20 + 11 * torch.rand(300, 2, generator=generator(4))  # away from the grid
     X = torch.cat([grid, scattered, grid[:10], scattered[:10]]).double()

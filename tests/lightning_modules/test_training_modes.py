@@ -113,7 +113,7 @@ def test_frequency_dropout_is_random_in_training_and_off_in_eval():
 
 
 def test_class_map_defence_end_to_end(standard_and_adversarial, tmp_path):
-    """Class maps trained on validation digits and their PGD adversarials, evaluated on test digits (SPEC §4),
+    """Class maps trained on validation digits and their PGD adversarials, evaluated on test digits (docs/method.md §4),
     then loaded from their file into a FrequencyMaskedClassifier that applies the predicted class's map."""
     standard, _, _, dm = standard_and_adversarial
     model = standard.model.eval()
