@@ -55,12 +55,15 @@ class PGD(Attack):
         random_start: start each restart at a uniform point of the ball (required for restarts > 1).
         restarts: independent runs; per image the first run that fools the model is kept, else the run
             with the highest final loss. Restarts after the first attack only the images not fooled yet.
+        early_stop: stop ascending on an image at the first iterate that fools the model and return that
+            iterate (the robust-accuracy evaluation: any point of the ball that fools counts, and fooled images
+            cost no further steps); False: every image takes all steps and the last iterate is returned.
         channels_last: hand the model channels-last input (see `Attack`).
     """
 
     def __init__(
         self, eps: float = 8 / 255, norm: str = "linf", steps: int = 40, step_size: float | None = None,
-        random_start: bool = True, restarts: int = 1, channels_last: bool = True,
+        random_start: bool = True, restarts: int = 1, early_stop: bool = False, channels_last: bool = True,
     ) -> None:
         check_norm(norm)
         check_positive(eps=eps, steps=steps, restarts=restarts)
@@ -74,6 +77,7 @@ class PGD(Attack):
         self.step_size = step_size if step_size is not None else _REL_STEP[norm] * eps
         self.random_start = random_start
         self.restarts = restarts
+        self.early_stop = early_stop
         self.channels_last = channels_last
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -97,11 +101,27 @@ class PGD(Attack):
         return best
 
     def ascend(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One PGD run from x0 (B, C, H, W) in [0, 1]; returns the last iterate."""
+        """One PGD run from x0 (B, C, H, W) in [0, 1]; returns the last iterate (with `early_stop`, the first
+        fooling iterate of each image that has one)."""
         x_adv = random_ball(x0, self.eps, self.norm) if self.random_start else x0
+        if not self.early_stop:
+            for _ in range(self.steps):
+                x_adv = x_adv.detach().requires_grad_()
+                loss = F.cross_entropy(model(x_adv).float(), y, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, x_adv)
+                x_adv = ascent_step(x_adv.detach(), grad, x0, self.eps, self.step_size, self.norm)
+            return x_adv
+        out = x_adv.detach().clone()
+        active = torch.arange(len(x0), device=x0.device)
         for _ in range(self.steps):
-            x_adv = x_adv.detach().requires_grad_()
-            loss = F.cross_entropy(model(x_adv).float(), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = ascent_step(x_adv.detach(), grad, x0, self.eps, self.step_size, self.norm)
-        return x_adv
+            current = out[active].requires_grad_()
+            logits = model(current).float()
+            fooled = logits.argmax(1) != y[active]
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y[active], reduction="sum"), current)
+            going = active[~fooled]
+            out[going] = ascent_step(current.detach()[~fooled], grad[~fooled], x0[going], self.eps,
+                                     self.step_size, self.norm)
+            active = going
+            if len(active) == 0:
+                break
+        return out

@@ -3,6 +3,7 @@ iterates where the method is deterministic, the same success rates, minimum norm
 ball and the pixel box; the model's state is restored; bad inputs raise UserInputError."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -108,6 +109,24 @@ def test_restarts_only_add_fooled_images_and_fgsm_is_weaker(digits):
     fgsm = fooled(digits.model, FGSM(EPS, random_start=True)(digits.model, digits.x, digits.y), digits.y)
     pgd = fooled(digits.model, PGD(EPS)(digits.model, digits.x, digits.y), digits.y)
     assert fgsm.float().mean() < pgd.float().mean()
+
+
+def test_early_stop_keeps_first_fooling_iterates_and_the_survivors_paths(digits):
+    """Early stopping returns, per image, a point of the ball that fools the model wherever the full run's path
+    fooled it at some step; an image never fooled follows exactly the full run's path (float64 model)."""
+    model = copy.deepcopy(digits.model).double()
+    x = digits.x.double()
+    weak = dict(eps=0.03, steps=6, step_size=0.01)  # leaves a good share of the images unbroken
+    torch.manual_seed(2)
+    full = PGD(**weak)(model, x, digits.y)
+    torch.manual_seed(2)
+    early = PGD(**weak, early_stop=True)(model, x, digits.y)
+    early_fooled, full_fooled = fooled(model, early, digits.y), fooled(model, full, digits.y)
+    assert 0 < early_fooled.sum() < len(x)
+    assert (early_fooled | ~full_fooled).all()  # whatever the last iterate broke, an earlier one broke too
+    assert lp_norms(early - x, math.inf).max() <= 0.03 + 1e-9 and early.min() >= 0 and early.max() <= 1
+    survivors = ~early_fooled
+    assert torch.allclose(early[survivors], full[survivors], atol=1e-12)
 
 
 @pytest.mark.parametrize("attack_name, norm", [("fmn", "linf"), ("fmn", "l2"), ("deepfool", "linf"),
