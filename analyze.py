@@ -6,7 +6,7 @@ SVCCA / CKA / cosine, class-level maps as a defence; writes a results folder and
     python analyze.py --help        (every knob; configs can interpolate with ${...})
 
 The results folder holds results.json, results.md (one row per attack, then the class-map defence),
-figures/*.png and maps/*.pt (FrequencyMaps files, loadable with freqmaps.maps.FrequencyMaps.load).
+figures/*.png and maps/*.pt (see freqmaps.report; `python -m freqmaps.report DIR` redraws table and figures).
 """
 from __future__ import annotations
 
@@ -16,24 +16,17 @@ from typing import Literal
 
 import torch
 from jsonargparse import ArgumentParser, set_parsing_settings
-from torch.utils.data import Dataset
 
 from datamodules.base import ImageDataModule
+from freqmaps.analysis import PER_CLASS
 from freqmaps.attacks import Attack
 from freqmaps.class_maps import CLASS_MAP_SETTINGS
-from freqmaps.errors import UserInputError, exit_on_user_error
+from freqmaps.errors import exit_on_user_error
 from freqmaps.maps import MapSettings
-from freqmaps.study import ROW_FIELDS, run_study, write_study
+from freqmaps.report import write_study
+from freqmaps.sampling import seeded_indices, take
+from freqmaps.study import ROW_FIELDS, Study, run_study
 from lightning_modules.checkpoint import load_network
-
-
-def take(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n items of a dataset drawn without replacement with a fixed seed: x (n, C, H, W), y (n,) int64."""
-    if n > len(dataset):
-        raise UserInputError(f"asked for {n} images but the split holds {len(dataset)}")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    xs, ys = zip(*(dataset[i] for i in order))
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
 
 def attack_names(attacks: list[Attack]) -> list[str]:
@@ -52,6 +45,8 @@ def analyze(
     maps: MapSettings = MapSettings(),
     permutations: int = 100,
     seed: int = 0,
+    pool_kernel: int | None = None,
+    active_threshold: float = 0.5,
     attack_batch_size: int = 256,
     class_map_images: int = 0,
     class_map_attack: str | None = None,
@@ -63,16 +58,20 @@ def analyze(
     wandb_offline: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Run the study and write the results folder.
+    """Run the study and write the results folder; returns {"rows": the table rows, "paths": name -> path}.
 
     Args:
         checkpoint: a .ckpt written by `python train.py fit` (any of this project's classifiers).
         data: the datamodule the model was trained on; its `split` images are studied.
         attacks: one table row each (e.g. FMN, PGD eps 8/255, DeepFool; all L-inf in the paper).
         output_dir: the results folder.
-        images: clean images drawn (seeded) from `split`.
-        maps: the essential/adversarial map solver (the paper's: lam 0.5 at 32 px, lr 0.01, 500/5000 steps).
-        permutations, seed: IdCor's permutation test.
+        images: clean images drawn from `split` with `seed` (the draw of the callbacks' probe).
+        maps: the essential/adversarial map solver (the paper's: lam 0.5 at 32 px, lr 0.01, 500/5000 steps), the
+            same knobs as FrequencyMapsCallback's `maps`.
+        permutations: IdCor's permutation test.
+        seed: image draw, attack random starts (chunk k: seed + k), IdCor permutations.
+        pool_kernel: max-pool before correlating (None: the paper's). active_threshold: a map entry above it
+            counts as a frequency kept (for the sparsity metrics).
         attack_batch_size: images per attack call.
         class_map_images: validation images (held-out training images) to train class maps on; 0 skips the
             defence study.
@@ -89,47 +88,55 @@ def analyze(
     model = load_network(checkpoint).to(device)
     data.prepare_data()
     data.setup("test")
-    x, y = take(data.test_set if split == "test" else data.val_set, images, seed)
+    dataset = data.test_set if split == "test" else data.val_set
+    index = seeded_indices(len(dataset), images, seed)
+    x, y = take(dataset, index)
     class_data = None
     if class_map_images:
-        class_data = tuple(t.to(device) for t in take(data.val_set, class_map_images, seed + 1))
+        class_data = tuple(t.to(device) for t in take(data.val_set, seeded_indices(len(data.val_set),
+                                                                                   class_map_images, seed + 1)))
     names = attack_names(attacks)
-    num_classes = data.num_classes
     study = run_study(
-        model, x.to(device), y.to(device), list(zip(names, attacks)), maps, permutations=permutations, seed=seed,
-        attack_batch_size=attack_batch_size, class_map_data=class_data, class_map_attack=class_map_attack,
-        class_map_settings=class_maps, num_classes=num_classes, progress=progress,
+        model, x.to(device), y.to(device), list(zip(names, attacks)), maps, index=index, permutations=permutations,
+        seed=seed, pool_kernel=pool_kernel, active_threshold=active_threshold, attack_batch_size=attack_batch_size,
+        class_map_data=class_data, class_map_attack=class_map_attack, class_map_settings=class_maps,
         adaptive_attack=None if adaptive_attack is None else (attack_names([adaptive_attack])[0], adaptive_attack),
+        progress=progress,
     )
     class_names = getattr(data, "class_names", None)
     extra = {"checkpoint": str(checkpoint), "device": str(device), "images": images, "split": split,
              "total_seconds": time.perf_counter() - started,
              "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
-    paths = write_study(study, output_dir, num_classes, class_names, extra)
-    print((output_dir / "results.md").read_text())
+    paths = write_study(study, output_dir, class_names, extra)
+    print(paths["markdown"].read_text())
     if wandb_project:
         log_to_wandb(study, paths, wandb_project, wandb_name, wandb_offline, output_dir, extra)
     print(f"results in {output_dir} ({extra['total_seconds']:.0f} s)")
     return {"rows": study.rows, "paths": paths}
 
 
-def log_to_wandb(study, paths: dict[str, Path], project: str, name: str | None, offline: bool, output_dir: Path,
-                 config: dict) -> None:
-    """One W&B run: the table, each row's scalars under <attack>/<field>, the defence rates, the figures."""
+def log_to_wandb(study: Study, paths: dict[str, Path], project: str, name: str | None, offline: bool,
+                 output_dir: Path, config: dict) -> None:
+    """One W&B run: the table `results`, each row's scalars under <attack>/<metric>, each attack's per-class
+    table under <attack>/per_class, the defence rates under defence/, the figures under figures/."""
     import wandb
 
     run = wandb.init(project=project, name=name, dir=str(output_dir), mode="offline" if offline else "online",
                      job_type="analysis", config=config)
     try:
-        table = wandb.Table(columns=list(ROW_FIELDS), data=[[row[k] for k in ROW_FIELDS] for row in study.rows])
-        scalars = {f"{row['attack']}/{k}": row[k] for row in study.rows for k in ROW_FIELDS if k != "attack"}
+        rows = study.rows
+        log = {"results": wandb.Table(columns=list(ROW_FIELDS), data=[[row[k] for k in ROW_FIELDS] for row in rows])}
+        log |= {f"{row['attack']}/{k}": row[k] for row in rows for k in ROW_FIELDS if k != "attack"}
+        log |= {f"{attack}/per_class": wandb.Table(columns=list(PER_CLASS),
+                                                   data=[[r[k] for k in PER_CLASS] for r in analysis.per_class])
+                for attack, analysis in study.analyses.items()}
         if study.defence is not None:
             d = study.defence
-            scalars |= {f"defence/{k}": v for k, v in vars(d.rates).items()}
-            scalars |= {"defence/adaptive_robust_accuracy": d.adaptive_robust_accuracy,
-                        "defence/undefended_robust_accuracy": d.undefended_robust_accuracy}
-        images = {f"figures/{key}": wandb.Image(str(path)) for key, path in paths.items() if path.suffix == ".png"}
-        run.log({"results": table, **scalars, **images})
+            log |= {f"defence/{k}": v for k, v in vars(d.rates).items()}
+            log |= {"defence/adaptive_robust_accuracy": d.adaptive_robust_accuracy,
+                    "defence/undefended_robust_accuracy": d.undefended_robust_accuracy}
+        log |= {f"figures/{key}": wandb.Image(str(path)) for key, path in paths.items() if path.suffix == ".png"}
+        run.log(log)
     finally:
         run.finish()
 

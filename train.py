@@ -1,11 +1,13 @@
-"""LightningCLI entry point: `python train.py fit|validate|test --config configs/<name>.yaml`.
+"""LightningCLI entry point: `python train.py fit|validate|test --config configs/<name>.yaml [--config ...]`.
 
-`num_classes`, `in_channels` and `image_size` flow from the datamodule into the model; configs may
-interpolate (`${data.image_size}`) because the parser runs in omegaconf mode. After `fit` the best
-checkpoint is tested (`--test_after_fit false` turns that off).
+configs/default.yaml (the main job) is every command's default config: the `--config` files apply on top of it
+in order, each overriding what it sets. `num_classes`, `in_channels` and `image_size` flow from the datamodule
+into the model; configs may interpolate (`${data.image_size}`) because the parser runs in omegaconf mode. After
+`fit` the best checkpoint is tested (`--test_after_fit false` turns that off).
 """
 from __future__ import annotations
 
+from pathlib import Path
 
 import yaml
 from jsonargparse import set_parsing_settings
@@ -13,6 +15,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from freqmaps.errors import exit_on_user_error
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -49,7 +53,9 @@ def main(args: list[str] | None = None) -> FreqmapsCLI:
         subclass_mode_data=True,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", **{
+            command: {"default_config_files": [str(DEFAULT_CONFIG)]} for command in LightningCLI.subcommands()
+        }},
         args=args,
     )
 

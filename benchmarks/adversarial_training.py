@@ -8,25 +8,15 @@ Writes benchmarks/results/adversarial_training.json.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import cifar10_root, cifar10_tensors, write_json
+from benchmarks.common import cifar10_root, cifar10_tensors, fit_seconds, write_json
 from freqmaps.attacks import FGSM, PGD
-from lightning_modules import AdversarialClassifier, StandardClassifier
-
-
-def epoch_seconds(module: L.LightningModule, loader: DataLoader) -> float:
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                        limit_val_batches=0)
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
-    return time.perf_counter() - start
+from freqmaps.objectives import FastFGSMTraining, PGDTraining
+from lightning_modules import StandardClassifier
 
 
 def main() -> None:
@@ -45,16 +35,16 @@ def main() -> None:
     eps = 8 / 255
     make = {
         "standard": lambda: StandardClassifier(args.model, 10, 3, 32),
-        f"pgd{args.k}": lambda: AdversarialClassifier(
-            args.model, 10, 3, 32, method="pgd", train_attack=PGD(eps=eps, steps=args.k, step_size=2 / 255)),
-        "fast_fgsm": lambda: AdversarialClassifier(
-            args.model, 10, 3, 32, method="fgsm", train_attack=FGSM(eps=eps, random_start=True)),
+        f"pgd{args.k}": lambda: StandardClassifier(
+            args.model, 10, 3, 32, objective=PGDTraining(PGD(eps=eps, steps=args.k, step_size=2 / 255))),
+        "fast_fgsm": lambda: StandardClassifier(
+            args.model, 10, 3, 32, objective=FastFGSMTraining(FGSM(eps=eps, random_start=True))),
     }
     seconds = {name: [] for name in make}
     for round_ in range(args.rounds):
         for name, build in make.items():
             torch.manual_seed(0)
-            seconds[name].append(epoch_seconds(build(), loader))
+            seconds[name].append(fit_seconds(build(), loader))
         print(f"round {round_}: " + ", ".join(f"{n} {s[-1]:.1f} s" for n, s in seconds.items()))
     best = {name: min(s) for name, s in seconds.items()}
     ratios = {name: best[name] / best["standard"] for name in best if name != "standard"}

@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
@@ -40,8 +41,9 @@ import lightning as L
 import torch
 import yaml
 
-from benchmarks.common import DEFAULT_CHECKPOINT, REPO, cifar10_root, load_classifier, write_json
+from benchmarks.common import DEFAULT_CHECKPOINT, REPO, bare_trainer, cifar10_root, load_classifier, write_json
 from callbacks.probe import ProbeCallback
+from freqmaps.maps import MapSettings
 
 CALLBACKS = ("callbacks.FrequencyMapsCallback", "callbacks.RobustAccuracyCallback")
 
@@ -78,11 +80,39 @@ def instantiate(spec):
     return spec
 
 
+def maps_callback(spec: dict, **changes) -> L.Callback:
+    """A config's FrequencyMapsCallback spec built with `changes` to its init_args; MapSettings fields
+    (min_steps, max_steps, ...) change its nested `maps`."""
+    solver = {f.name for f in fields(MapSettings)}
+    args = {**spec["init_args"], **{key: value for key, value in changes.items() if key not in solver}}
+    args["maps"] = MapSettings(**{**spec["init_args"].get("maps", {}),
+                                  **{key: value for key, value in changes.items() if key in solver}})
+    return instantiate({**spec, "init_args": args})
+
+
+def read_parts(folder: Path, value):
+    """`value` (from a config in `folder`) with every string ending in .yaml replaced by the config part it names,
+    relative to the file naming it, recursively."""
+    if isinstance(value, str) and value.endswith(".yaml"):
+        path = folder / value
+        return read_parts(path.parent, yaml.safe_load(path.read_text()))
+    if isinstance(value, dict):
+        return {key: read_parts(folder, item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [read_parts(folder, item) for item in value]
+    return value
+
+
+def callback_specs(config: Path) -> list[dict]:
+    """The trainer.callbacks of a config, each a `class_path` / `init_args` dict with its parts read in."""
+    return read_parts(config.parent, yaml.safe_load(config.read_text())["trainer"]["callbacks"])
+
+
 def config_without_callbacks(config: Path, folder: Path) -> Path:
-    data = yaml.safe_load(config.read_text())
-    data["trainer"]["callbacks"] = [c for c in data["trainer"]["callbacks"] if c["class_path"] not in CALLBACKS]
+    """A config to read after `config` that keeps its callbacks but the two analysis callbacks."""
+    kept = [spec for spec in callback_specs(config) if spec["class_path"] not in CALLBACKS]
     path = folder / f"{config.stem}_without_callbacks.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": kept}}))
     return path
 
 
@@ -99,10 +129,11 @@ def default_part() -> dict:
         os.chdir(folder)
         sys.argv = ["train.py"]  # LightningCLI reads sys.argv too; the arguments are given to main()
         try:
-            runs = {"with_callbacks": config, "without_callbacks": config_without_callbacks(config, Path(folder))}
-            for label, path in runs.items():
+            without = config_without_callbacks(config, Path(folder))
+            runs = {"with_callbacks": [config], "without_callbacks": [config, without]}
+            for label, paths in runs.items():
                 start = time.perf_counter()
-                cli = main(["fit", "--config", str(path),
+                cli = main(["fit", *(arg for path in paths for arg in ("--config", str(path))),
                             "--trainer.callbacks+=benchmarks.callback_overhead.EpochClock"])
                 seconds = time.perf_counter() - start
                 wandb.finish()
@@ -128,28 +159,24 @@ def default_part() -> dict:
 
 def cifar_callbacks(args: argparse.Namespace) -> list[L.Callback]:
     """configs/cifar10_resnet20.yaml's two callbacks at a --probe-size probe every epoch, plus the cold twin."""
-    config = yaml.safe_load((REPO / "configs" / "cifar10_resnet20.yaml").read_text())
-    specs = {c["class_path"]: c for c in config["trainer"]["callbacks"] if c["class_path"] in CALLBACKS}
+    specs = {c["class_path"]: c for c in callback_specs(REPO / "configs" / "cifar10_resnet20.yaml")}
     common = {"probe_size": args.probe_size, "every_n_epochs": 1}
     solver = {"min_steps": args.min_steps, "max_steps": args.max_steps, "warm_min_steps": args.warm_min_steps,
               "log_artifact": False}
     maps_spec = specs["callbacks.FrequencyMapsCallback"]
     robust_spec = specs["callbacks.RobustAccuracyCallback"]
-    warm = instantiate({**maps_spec, "init_args": {**maps_spec["init_args"], **common, **solver}})
-    cold = instantiate({**maps_spec, "init_args": {**maps_spec["init_args"], **common, **solver,
-                                                   "warm_start": False, "name": "freqmaps_cold"}})
+    warm = maps_callback(maps_spec, **common, **solver)
+    cold = maps_callback(maps_spec, **common, **solver, warm_start=False, name="freqmaps_cold")
     robust = instantiate({**robust_spec, "init_args": {**robust_spec["init_args"], **common}})
     return [warm, robust, cold]
 
 
 def timed_fit(model: L.LightningModule, data: L.LightningDataModule, epochs: int, callbacks: list[L.Callback],
               limit_train_batches: float | int = 1.0) -> EpochClock:
-    """Fit without logger, checkpoints or sanity check; returns the epoch clock (the last callback)."""
+    """Fit under `bare_trainer` (on the accelerator there is); returns the epoch clock (the last callback)."""
     clock = EpochClock()
-    trainer = L.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_train_batches=limit_train_batches,
-                        callbacks=[*callbacks, clock])
+    trainer = bare_trainer(max_epochs=epochs, accelerator="auto", limit_train_batches=limit_train_batches,
+                           callbacks=[*callbacks, clock])
     trainer.fit(model, data)
     return clock
 
@@ -238,19 +265,19 @@ def warmstart_part(args: argparse.Namespace) -> dict:
     from datamodules import DigitsDataModule
     from lightning_modules import StandardClassifier
 
-    config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
-    (spec,) = [c for c in config["trainer"]["callbacks"] if c["class_path"] == "callbacks.FrequencyMapsCallback"]
-    settings = {**spec["init_args"], "every_n_epochs": 4, "min_steps": args.min_steps, "max_steps": args.max_steps,
-                "warm_min_steps": args.warm_min_steps}
-    warm = instantiate({**spec, "init_args": settings})
-    cold = instantiate({**spec, "init_args": {**settings, "warm_start": False, "name": "freqmaps_cold"}})
+    (spec,) = [c for c in callback_specs(REPO / "configs" / "default.yaml")
+               if c["class_path"] == "callbacks.FrequencyMapsCallback"]
+    changes = {"every_n_epochs": 4, "min_steps": args.min_steps, "max_steps": args.max_steps,
+               "warm_min_steps": args.warm_min_steps}
+    warm = maps_callback(spec, **changes)
+    cold = maps_callback(spec, **changes, warm_start=False, name="freqmaps_cold")
     L.seed_everything(0)
     model = StandardClassifier("small_cnn", 10, 1, 32, optimizer=partial(torch.optim.Adam, lr=3e-3),
                                lr_scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=8))
     clock = timed_fit(model, DigitsDataModule(batch_size=64), 8, [warm, cold])
     metrics = clock.epochs[-1]["metrics"]
     steps = {name: solver_steps(metrics, name) for name in ("freqmaps", "freqmaps_cold")}
-    result = {"probe_size": warm.probe_size, "settings": settings,
+    result = {"probe_size": warm.probe_size, "settings": {**spec["init_args"], **changes},
               "analyses": [e for e in clock.epochs if e["metrics"]],
               "solver_steps_warm": steps["freqmaps"], "solver_steps_cold": steps["freqmaps_cold"],
               "warm_start_step_ratio": steps["freqmaps_cold"] / steps["freqmaps"],

@@ -3,7 +3,7 @@
     python -m benchmarks.robust_accuracy CKPT [CKPT ...] [--n 2000] [--steps 20] [--eps 8/255 as 0.0314]
 
 Any checkpoint written by `python train.py fit` (standard, adversarially trained, frequency-masked: the mask is
-part of the model, so the attack sees it). PGD L-inf with random start, step 2/255. Writes
+part of the model, so the attack sees it). PGD L-inf with random start (seeded), step 2/255. Writes
 benchmarks/results/robust_accuracy.json.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import cifar10_root, cifar10_tensors, load_classifier, write_json
-from freqmaps.attacks import PGD
+from freqmaps.attacks import PGD, attack_in_chunks
 from freqmaps.class_maps import predict
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     for path in args.checkpoints:
         model = load_classifier(path).to(device)
         start = time.perf_counter()
-        x_adv = torch.cat([attack(model, xb, yb) for xb, yb in zip(x.split(args.batch), y.split(args.batch))])
+        x_adv = attack_in_chunks(attack, model, x, y, args.batch)
         row = {"checkpoint": str(path), "clean_accuracy": accuracy(model, x, y, args.batch),
                "robust_accuracy": accuracy(model, x_adv, y, args.batch), "seconds": time.perf_counter() - start}
         rows.append(row)

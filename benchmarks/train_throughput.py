@@ -12,12 +12,11 @@ import copy
 import time
 import warnings
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import cifar10_root, cifar10_tensors, write_json
+from benchmarks.common import cifar10_root, cifar10_tensors, fit_seconds, write_json
 from lightning_modules import StandardClassifier
 
 
@@ -41,16 +40,6 @@ def plain_epoch(model: torch.nn.Module, loader: DataLoader) -> float:
     return time.perf_counter() - start
 
 
-def lightning_epoch(module: StandardClassifier, loader: DataLoader) -> float:
-    """Seconds of `Trainer.fit` for one epoch (no validation, checkpoint or progress bar)."""
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                        limit_val_batches=0)
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet20")
@@ -68,7 +57,7 @@ def main() -> None:
     plain, lightning = [], []
     for round_ in range(args.rounds):
         plain.append(plain_epoch(copy.deepcopy(template.model), loader))
-        lightning.append(lightning_epoch(copy.deepcopy(template), loader))
+        lightning.append(fit_seconds(copy.deepcopy(template), loader))
         print(f"round {round_}: plain {args.images / plain[-1]:.1f} img/s, lightning {args.images / lightning[-1]:.1f} img/s")
     plain_ips, lightning_ips = args.images / min(plain), args.images / min(lightning)
     ratio = lightning_ips / plain_ips

@@ -1,21 +1,20 @@
 """What the per-epoch analysis callbacks share: a fixed, seeded probe set from the stage's data, dealt to the
-processes in equal batches, gathered back into probe order, and guards that keep the analysis out of training.
+processes in batches, results gathered back in batch order, and guards that keep the analysis out of training.
 
-The probe is `probe_size` dataset indices drawn once with `seed` (ascending). It is cut into batches of
-`batch_size` images, numbered 0, 1, ...; process `rank` of `world_size` handles batches rank, rank + world_size,
-..., and the number of batches is padded up to a multiple of world_size (a padding batch, or the tail of the
-last batch, repeats probe image 0, is marked position -1 and is never attacked or solved), so every process
-holds the same shapes and takes part in every collective. A batch's random numbers come from a generator seeded with `seed + batch number`,
-so its attack draws the same starts, and its maps see the same batch, whatever the number of processes: a
-multi-process analysis gives what a single process gives, up to float rounding.
+The probe is `probe_size` dataset indices drawn once with `seed` (`freqmaps.sampling.seeded_indices`: ascending).
+It is cut into batches of `batch_size` images, numbered 0, 1, ...; process `rank` of `world_size` handles batches
+rank, rank + world_size, ... A batch's random numbers come from generators seeded with `seed + batch number`, so
+its attack draws the same starts, and its maps see the same batch, whatever the number of processes; the
+per-batch results are gathered to every process and put in batch order (`gather_batches`): a multi-process
+analysis gives what a single process gives, up to float rounding.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import lightning as L
 import torch
@@ -25,16 +24,18 @@ from torch.utils.data import Dataset
 
 from freqmaps.errors import UserInputError
 from freqmaps.inputs import frozen_eval
+from freqmaps.sampling import seeded_indices, seeded_rng, take
 
 FAST_DEV_RUN_PROBE = 8  # probe images under Trainer(fast_dev_run=...): the analysis runs, on almost nothing
+Result = TypeVar("Result")
 
 
 @dataclass
 class ProbeShard:
-    """This process's share of the probe, `rows` = batches x batch_size rows, the same on every process.
+    """This process's share of the probe: the images of its batches, batch after batch.
 
     x: (rows, C, H, W) float in [0, 1] (CPU); y: (rows,) int64 labels; position: (rows,) int64, the row's place
-    in the probe (-1 for padding); index: (rows,) int64 dataset indices; batches: the global batch numbers.
+    in the probe; index: (rows,) int64 dataset indices; batches: the global batch numbers.
     """
 
     x: torch.Tensor
@@ -43,28 +44,16 @@ class ProbeShard:
     index: torch.Tensor
     batches: list[int]
     batch_size: int
-    probe_size: int
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """(batch number, (k,) int64 shard rows of its probe images) for each batch holding any (padding rows are
-        left out: they only keep the shapes equal for the gather)."""
-        for i, number in enumerate(self.batches):
-            rows = torch.arange(i * self.batch_size, (i + 1) * self.batch_size)
-            rows = rows[self.position[rows] >= 0]
-            if len(rows):
-                yield number, rows
-
-
-def probe_indices(dataset_size: int, probe_size: int, seed: int) -> torch.Tensor:
-    """min(probe_size, dataset_size) distinct dataset indices drawn with `seed`, ascending: (n,) int64."""
-    order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(seed))
-    return order[:probe_size].sort().values
+        """(batch number, (k,) int64 shard rows of its probe images) for each batch."""
+        for number in self.batches:
+            yield number, (self.position // self.batch_size == number).nonzero().squeeze(1)
 
 
 def dealt_batches(probe_size: int, batch_size: int, rank: int, world_size: int) -> list[int]:
-    """The batch numbers process `rank` handles; every process gets ceil(batches / world_size) of them."""
-    batches = math.ceil(probe_size / batch_size)
-    return list(range(rank, math.ceil(batches / world_size) * world_size, world_size))
+    """The batch numbers process `rank` handles: rank, rank + world_size, ... below ceil(probe_size / batch_size)."""
+    return list(range(rank, math.ceil(probe_size / batch_size), world_size))
 
 
 def load_shard(dataset: Dataset, indices: torch.Tensor, batch_size: int, rank: int, world_size: int) -> ProbeShard:
@@ -72,46 +61,23 @@ def load_shard(dataset: Dataset, indices: torch.Tensor, batch_size: int, rank: i
     smaller than `batch_size` is one batch of its own size."""
     batch_size = min(batch_size, len(indices))
     batches = dealt_batches(len(indices), batch_size, rank, world_size)
-    position = torch.cat([torch.arange(b * batch_size, (b + 1) * batch_size) for b in batches])
-    position[position >= len(indices)] = -1
-    index = indices[position.clamp_min(0)]
-    items = [dataset[i] for i in index.tolist()]
-    x = torch.stack([torch.as_tensor(image) for image, _ in items]).float()
-    y = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
-    return ProbeShard(x, y, position, index, batches, batch_size, len(indices))
+    if not batches:  # more processes than batches: an empty shard, with the images' shape
+        x, y = take(dataset, indices[:1])
+        return ProbeShard(x[:0], y[:0], torch.zeros(0, dtype=torch.long), indices[:0], batches, batch_size)
+    position = torch.cat([torch.arange(b * batch_size, min((b + 1) * batch_size, len(indices))) for b in batches])
+    x, y = take(dataset, indices[position])
+    return ProbeShard(x, y, position, indices[position], batches, batch_size)
 
 
-def gather_rows(trainer: L.Trainer, shard: ProbeShard, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """All-gather per-row results and put them in probe order. A collective: every process must call it with
-    the same names, dtypes and shapes. rows: {name: (shard rows, ...)} -> {name: (probe_size, ...)} on CPU
-    (bool tensors travel as uint8 and come back bool)."""
-    device = trainer.strategy.root_device
-
-    def gather(t: torch.Tensor) -> torch.Tensor:
-        out = trainer.strategy.all_gather(t.to(device))
-        return out.reshape(-1, *t.shape[1:]).cpu()
-
-    position = gather(shard.position)
-    real = position >= 0
-    gathered = {}
-    for name, t in rows.items():
-        values = gather(t.to(torch.uint8) if t.dtype == torch.bool else t)[real]
-        out = values.new_empty((shard.probe_size, *values.shape[1:]))
-        out[position[real]] = values
-        gathered[name] = out.bool() if t.dtype == torch.bool else out
-    return gathered
-
-
-@contextmanager
-def seeded_rng(device: torch.device, seed: int) -> Iterator[None]:
-    """Run the body with torch's CPU generator (and `device`'s CUDA generator) seeded with `seed`; their states
-    are restored afterwards, so training's random streams continue as if the body had not run."""
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.default_generators[device.index if device.index is not None else 0].manual_seed(seed)
-        yield
+def gather_batches(results: dict[int, Result]) -> list[Result]:
+    """Every process's per-batch results ({batch number: result}, CPU objects that pickle) on every process,
+    in batch order. A collective: every process calls it once per analysis (with {} if it has no batch)."""
+    everyone = [results]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        everyone = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(everyone, results)
+    merged = {number: result for part in everyone for number, result in part.items()}
+    return [merged[number] for number in sorted(merged)]
 
 
 def stage_dataset(trainer: L.Trainer, stage: str) -> Dataset:
@@ -183,7 +149,7 @@ class ProbeCallback(L.Callback):
         if size > len(dataset):
             rank_zero_warn(f"{type(self).__name__}: probe_size {size} exceeds the {len(dataset)} {stage} images; "
                            "probing all of them")
-        indices = probe_indices(len(dataset), size, self.seed)
+        indices = seeded_indices(len(dataset), min(size, len(dataset)), self.seed)
         shard = load_shard(dataset, indices, self.batch_size, trainer.global_rank, trainer.world_size)
         self._shards[stage] = (id(dataset), shard)
         return shard

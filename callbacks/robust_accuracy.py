@@ -4,8 +4,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from callbacks.probe import ProbeCallback, ProbeShard, gather_rows, seeded_rng
-from freqmaps.attacks import PGD, Attack
+from callbacks.probe import ProbeCallback, ProbeShard, gather_batches
+from freqmaps.attacks import PGD, Attack, attack_in_chunks, attack_report
+from freqmaps.class_maps import predict
 
 
 class RobustAccuracyCallback(ProbeCallback):
@@ -17,15 +18,15 @@ class RobustAccuracyCallback(ProbeCallback):
 
     Args:
         probe_size: probe images (a seeded draw from the stage's dataset, the same every epoch).
-        attack: any `freqmaps.attacks` attack, `attack(model, x, y) -> x_adv`.
         every_n_epochs: during fit, run after every n-th epoch's validation (always at validate / test).
         batch_size: images attacked together; the unit dealt to the processes under DDP.
+        attack: any `freqmaps.attacks` attack, `attack(model, x, y) -> x_adv`.
         seed: probe draw and the attack's random starts (batch b uses seed + b).
         name: the metric group, so several of these callbacks (other attacks) can run side by side.
     """
 
     def __init__(
-        self, probe_size: int = 512, attack: Attack | None = None, every_n_epochs: int = 1, batch_size: int = 256,
+        self, probe_size: int = 512, every_n_epochs: int = 1, batch_size: int = 256, attack: Attack | None = None,
         seed: int = 0, name: str = "robust",
     ) -> None:
         super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
@@ -33,14 +34,12 @@ class RobustAccuracyCallback(ProbeCallback):
 
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
         device = pl_module.device
-        clean = torch.zeros(len(shard.y), dtype=torch.bool)
-        robust = torch.zeros(len(shard.y), dtype=torch.bool)
+        batches = {}
         for number, rows in shard:
             x, y = shard.x[rows].to(device), shard.y[rows].to(device)
-            with seeded_rng(device, self.seed + number):
-                x_adv = self.attack(pl_module, x, y)
-            with torch.no_grad():
-                clean[rows] = (pl_module(x).argmax(1) == y).cpu()
-                robust[rows] = clean[rows] & (pl_module(x_adv).argmax(1) == y).cpu()
-        probe = gather_rows(trainer, shard, {"clean": clean, "robust": robust})
+            x_adv = attack_in_chunks(self.attack, pl_module, x, y, len(rows), self.seed + number)
+            clean = (predict(pl_module, x, len(rows)) == y).cpu()
+            batches[number] = {"clean": clean, "robust": clean & ~attack_report(pl_module, x, x_adv, y).success.cpu()}
+        gathered = gather_batches(batches)
+        probe = {key: torch.cat([flags[key] for flags in gathered]) for key in ("clean", "robust")}
         return {"acc": probe["robust"].float().mean(), "clean_acc": probe["clean"].float().mean()}

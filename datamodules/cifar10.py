@@ -1,5 +1,5 @@
-"""CIFAR-10: torchvision's download, or an image folder `root/{train,test}/<class>/*.jpg`
-(such as the extracted ../shared/data/cifar10-jpeg.tar.gz)."""
+"""CIFAR-10: torchvision's download (`download=True`), or an image folder `root/{train,test}/<class>/*.jpg`
+(such as a JPEG copy of CIFAR-10 extracted from a .tar.gz)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -239,10 +239,10 @@ def standardize_rows(X: torch.Tensor) -> torch.Tensor:
 class IdCorResult:
     """Intrinsic-dimension correlation of paired sets A, E and its permutation test.
 
-    idcor = (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e)): 1 when the joint set is no larger than
-    the larger of the two, 0 when dimensions add (independent sets). p_value = (#{null < id_joint} + 1) /
-    (permutations + 1) (NaN without permutations). null: (permutations,) float64, the joint ids with E's rows
-    shuffled.
+    idcor = (id_a + id_e - id_joint) / max(id_a, id_e): 1 when the joint dimension is the smaller of the two
+    (one set determines the other), 0 when dimensions add (independent sets). p_value =
+    (#{null < id_joint} + 1) / (permutations + 1) (NaN without permutations). null: (permutations,) float64,
+    the joint ids with E's rows shuffled.
     """
 
     idcor: float

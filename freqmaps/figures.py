@@ -1,4 +1,5 @@
-"""Pictures of frequency maps: per-class mean maps, radial profiles, and single-image panels.
+"""Pictures of frequency maps: per-class mean maps, radial profiles, single-image panels, class-level maps, and
+IdCor's permutation null distribution.
 
 Every function returns a matplotlib `Figure` (no pyplot, so no display or global state is needed);
 `write_map_figures` saves the standard set as PNG files. Maps are fftshift-ed (zero frequency in the centre)
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from freqmaps.correlation import IdCorResult
 from freqmaps.fourier import apply_mask, ifftshift2, log_spectrum, radial_profile
 from freqmaps.maps import FrequencyMaps
 
@@ -109,6 +111,35 @@ def image_panels_figure(x: torch.Tensor, maps: FrequencyMaps, count: int = 4) ->
             if row == 0:
                 ax.set_title(titles[col], fontsize=8)
         axes[row, 0].set_ylabel(f"#{int(kept.index[row])} label {int(kept.targets[row])}", fontsize=7)
+    return fig
+
+
+def null_distribution_figure(name: str, result: IdCorResult) -> Figure:
+    """Histogram of IdCor's permutation null (joint ids with shuffled pairs) with the observed joint id marked;
+    `name` (the attack) goes into the title."""
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(result.null.numpy(), bins=20, color="0.6", label=f"{len(result.null)} shuffles")
+    ax.axvline(result.id_joint, color="C3", lw=2, label=f"observed id_J = {result.id_joint:.2f}")
+    ax.set_xlabel("intrinsic dimension of [A | E]")
+    ax.set_ylabel("count")
+    ax.set_title(f"{name}: IdCor {result.idcor:.3f}, p = {result.p_value:.3g}", fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def class_maps_figure(maps: torch.Tensor, class_names: Sequence[str] | None = None) -> Figure:
+    """The class-level maps (K, C, H, W), channel mean, one panel per class."""
+    K = len(maps)
+    names = _names(K, class_names)
+    fig = Figure(figsize=(1.3 * K + 1, 1.8), layout="constrained")
+    axes = fig.subplots(1, K, squeeze=False)[0]
+    for k, ax in enumerate(axes):
+        image = ax.imshow(maps[k].float().mean(0), cmap="magma", vmin=0, vmax=1)
+        ax.set_title(names[k], fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes.tolist(), shrink=0.8)
     return fig
 
 

@@ -13,10 +13,17 @@ Batching is exact: the summed per-image loss gives each M_i its single-image gra
 so every image carries its own Adam moments and step count (per-image bias correction) and follows the path it
 would follow alone. A fixed-size working batch is refilled from the queue of waiting images as others stop,
 and stopped images leave it, so the cost follows the sum of per-image steps, not batch size x slowest image.
+
+Warm start (`previous`): an image whose map was solved before for the same target (same image index, same kind)
+starts from that map under the warm rule: it may stop after more than `warm_min_steps` steps (the rest of the
+stopping rule as above) and takes at most `min_steps` steps. A map not converged by then goes on from where it
+got under the full rule, with fresh Adam moments and a fresh loss window, and its steps add up.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import accumulate
 from pathlib import Path
 from typing import Literal
 
@@ -80,7 +87,8 @@ class FrequencyMaps:
     dtype. index: (n,) image ids. labels: (n,) true labels. adversarial_labels: (n,) the class an adversarial
     map preserves (-1 for essential maps). steps: (n,) Adam steps taken. converged: (n,) bool, stopped by the
     tolerance rule (not by max_steps). kept: (n,) bool, the masked image is still classified as its target.
-    settings: the MapSettings used, as a dict.
+    warm: (n,) bool, warm-started from a previous map (see the module docstring). settings: the MapSettings
+    used, as a dict.
     """
 
     kind: str
@@ -91,9 +99,10 @@ class FrequencyMaps:
     steps: torch.Tensor
     converged: torch.Tensor
     kept: torch.Tensor
+    warm: torch.Tensor
     settings: dict = field(default_factory=dict)
 
-    _TENSORS = ("maps", "index", "labels", "adversarial_labels", "steps", "converged", "kept")
+    _TENSORS = ("maps", "index", "labels", "adversarial_labels", "steps", "converged", "kept", "warm")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -109,6 +118,12 @@ class FrequencyMaps:
 
     def kept_only(self) -> FrequencyMaps:
         return self.select(self.kept)
+
+    @classmethod
+    def cat(cls, parts: Sequence[FrequencyMaps]) -> FrequencyMaps:
+        """The rows of all `parts` (one kind, one image shape), in order; kind and settings of the first."""
+        return cls(parts[0].kind, *(torch.cat([getattr(p, name) for p in parts]) for name in cls._TENSORS),
+                   dict(parts[0].settings))
 
     def class_means(self, num_classes: int) -> torch.Tensor:
         """(num_classes, C, H, W) float32 mean of the kept maps per target class (zeros for a class with none)."""
@@ -155,82 +170,186 @@ class _Batch:
         return len(self.rows)
 
 
+@dataclass
+class MapProblem:
+    """Images whose maps must keep a class: x (n, C, H, W) float in [0, 1] on the model's device; target (n,)
+    int64, the class each map must keep; labels (n,) int64 true labels (default: target); index (n,) int64
+    image ids stored with the maps and used to find previous maps (default 0..n-1); init: optional (n, C, H, W)
+    fftshift-ed maps in [0, 1] to start from instead of ones (under the full rule)."""
+
+    kind: Kind
+    x: torch.Tensor
+    target: torch.Tensor
+    labels: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    init: torch.Tensor | None = None
+
+    def checked(self) -> MapProblem:
+        """This problem with its inputs validated (UserInputError otherwise) and the defaults filled in."""
+        if self.kind not in ("essential", "adversarial"):
+            raise UserInputError(f"kind must be 'essential' or 'adversarial', got {self.kind!r}")
+        check_images(self.x)
+        n = len(self.x)
+        check_labels(self.target, n, "target")
+        labels = self.target if self.labels is None else self.labels
+        check_labels(labels, n, "labels")
+        index = torch.arange(n) if self.index is None else self.index
+        check_labels(index, n, "index")
+        if self.init is not None:
+            if not isinstance(self.init, torch.Tensor) or self.init.shape != self.x.shape:
+                got = tuple(self.init.shape) if isinstance(self.init, torch.Tensor) else type(self.init).__name__
+                raise UserInputError(f"init must be maps shaped like the images {tuple(self.x.shape)}, got {got}")
+            check_images(self.init, "init")
+        return replace(self, labels=labels, index=index)
+
+
+@dataclass
+class _Solved:
+    """Raw solver output for k images: maps (k, C, H, W) unshifted, on the images' device; steps (k,);
+    converged, kept (k,) bool (CPU)."""
+
+    maps: torch.Tensor
+    steps: torch.Tensor
+    converged: torch.Tensor
+    kept: torch.Tensor
+
+    @classmethod
+    def empty(cls, x: torch.Tensor) -> _Solved:
+        k = len(x)
+        return cls(torch.empty_like(x), torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.bool),
+                   torch.zeros(k, dtype=torch.bool))
+
+    def take(self, rows: torch.Tensor) -> _Solved:
+        """The rows `rows` (a CPU bool mask or positions)."""
+        return _Solved(self.maps[rows.to(self.maps.device)], self.steps[rows], self.converged[rows], self.kept[rows])
+
+    def put(self, rows: torch.Tensor, part: _Solved) -> None:
+        """Write `part` into the rows `rows` (positions, on any device)."""
+        self.maps[rows.to(self.maps.device)] = part.maps
+        rows = rows.cpu()
+        self.steps[rows], self.converged[rows], self.kept[rows] = part.steps, part.converged, part.kept
+
+
 def solve_maps(
     model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    kind: Kind = "essential",
-    labels: torch.Tensor | None = None,
+    problems: Sequence[MapProblem],
     settings: MapSettings | None = None,
-    init: torch.Tensor | None = None,
-    index: torch.Tensor | None = None,
+    *,
+    previous: Sequence[FrequencyMaps] = (),
+    warm_min_steps: int = 50,
     progress: bool = True,
-) -> FrequencyMaps:
-    """One frequency map per image, batched exactly (see the module docstring).
+) -> list[FrequencyMaps]:
+    """One frequency map per image of every problem, all problems batched together exactly (see the module
+    docstring): one FrequencyMaps per problem, in order.
 
-    x: (n, C, H, W) float in [0, 1], on the model's device; target: (n,) int64, the class each map must keep;
-    labels: (n,) int64 true labels (default: target); init: optional (n, C, H, W) fftshift-ed maps in [0, 1]
-    to start from instead of ones (warm start); index: (n,) int64 image ids stored with the maps (default
-    0..n-1). The model runs in eval mode with frozen parameters and is handed back in the mode it came in.
-    progress: a tqdm bar of images stopped / n.
+    previous: maps solved before, at most one FrequencyMaps per kind; an image of a problem warm-starts from the
+    map of the same kind with the same index and target (`warm_min_steps`: the warm rule's minimum steps).
+    Problems must share the image shape, dtype and device. The model runs in eval mode with frozen parameters
+    and is handed back in the mode it came in. progress: a tqdm bar of maps stopped.
     """
-    if kind not in ("essential", "adversarial"):
-        raise UserInputError(f"kind must be 'essential' or 'adversarial', got {kind!r}")
     s = settings or MapSettings()
-    check_images(x)
-    n = len(x)
-    check_labels(target, n, "target")
-    labels = target if labels is None else labels
-    check_labels(labels, n, "labels")
-    index = torch.arange(n) if index is None else index
-    check_labels(index, n, "index")
-    if init is not None:
-        if not isinstance(init, torch.Tensor) or init.shape != x.shape:
-            got = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
-            raise UserInputError(f"init must be maps shaped like the images {tuple(x.shape)}, got {got}")
-        check_images(init, "init")
-
-    out_maps = torch.empty_like(x)
-    out_steps = torch.zeros(n, dtype=torch.long)
-    out_converged = torch.zeros(n, dtype=torch.bool)
-    out_kept = torch.zeros(n, dtype=torch.bool)
-    with frozen_eval(model), tqdm(total=n, desc=f"{kind} maps", unit="map", disable=not progress) as bar:
-        x = x.detach().clone()
-        target = target.detach().clone().to(device=x.device, dtype=torch.long)
-        init = None if init is None else ifftshift2(init.detach().to(x).clamp(0, 1))
-        batch, queued = _start(x, target, init, 0, 0, s), 0
-        while queued < n or len(batch):
-            if queued < n and len(batch) < s.batch_size:
-                fresh = _start(x, target, init, queued, min(n, queued + s.batch_size - len(batch)), s)
-                batch, queued = batch.join(fresh), queued + len(fresh)
-            converged = _adam_step(model, batch, s)
-            done = converged | (batch.t >= s.max_steps)
-            if done.any():
-                finished = batch.take(done)
-                with torch.no_grad():
-                    predicted = model(apply_mask(None, finished.mask, finished.spectrum)).argmax(1)
-                rows = finished.rows.cpu()
-                out_maps[finished.rows] = finished.mask
-                out_steps[rows] = finished.t.cpu()
-                out_converged[rows] = converged[done].cpu()
-                out_kept[rows] = (predicted == finished.target).cpu()
-                batch = batch.take(~done)
-                bar.update(len(rows))
-                bar.set_postfix(kept=int(out_kept.sum()))
-
-    adversarial = target.cpu() if kind == "adversarial" else torch.full((n,), -1, dtype=torch.long)
-    return FrequencyMaps(
-        kind, fftshift2(out_maps).cpu(), index.detach().cpu(), labels.detach().cpu().long(), adversarial,
-        out_steps, out_converged, out_kept, asdict(s),
-    )
+    if warm_min_steps < 0:
+        raise UserInputError(f"warm_min_steps must be >= 0, got {warm_min_steps}")
+    problems = [p.checked() for p in problems]
+    if len({(p.x.shape[1:], p.x.dtype, p.x.device) for p in problems}) > 1:
+        raise UserInputError("the problems solved together must share image shape, dtype and device")
+    by_kind = {maps.kind: maps for maps in previous}
+    if len(by_kind) < len(previous):
+        raise UserInputError("give at most one previous FrequencyMaps per kind")
+    bounds = list(accumulate((len(p.x) for p in problems), initial=0))
+    parts = [slice(first, stop) for first, stop in zip(bounds, bounds[1:])]  # each problem's rows
+    with frozen_eval(model):
+        x = torch.cat([p.x.detach() for p in problems])
+        target = torch.cat([p.target.detach().to(device=x.device, dtype=torch.long) for p in problems])
+        init = torch.cat([torch.ones_like(p.x) if p.init is None else p.init.detach().to(x).clamp(0, 1)
+                          for p in problems])
+        warm = torch.cat([_warm_starts(p, by_kind.get(p.kind), init[rows]) for p, rows in zip(problems, parts)])
+        solved = _solve_warm_then_cold(model, x, target, ifftshift2(init), warm.to(x.device), s, warm_min_steps,
+                                       progress)
+    results = []
+    for p, rows in zip(problems, parts):
+        adversarial = p.target.cpu().long() if p.kind == "adversarial" else torch.full((len(p.x),), -1)
+        results.append(FrequencyMaps(
+            p.kind, fftshift2(solved.maps[rows]).cpu(), p.index.detach().cpu(), p.labels.detach().cpu().long(),
+            adversarial, solved.steps[rows], solved.converged[rows], solved.kept[rows], warm[rows], asdict(s),
+        ))
+    return results
 
 
-def _start(x: torch.Tensor, target: torch.Tensor, init: torch.Tensor | None, first: int, stop: int,
-           s: MapSettings) -> _Batch:
-    """Fresh solver state for the queued images first..stop-1 (masks at ones or at the warm start)."""
+def _warm_starts(problem: MapProblem, previous: FrequencyMaps | None, init: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: the problem's images that `previous` holds a map for (same index and target); their start
+    maps are written into init (n, C, H, W), fftshift-ed, in place."""
+    n = len(problem.x)
+    if previous is None or not len(previous):
+        return torch.zeros(n, dtype=torch.bool)
+    if previous.maps.shape[1:] != problem.x.shape[1:]:
+        raise UserInputError(f"previous {previous.kind} maps are {tuple(previous.maps.shape[1:])}, the images "
+                             f"{tuple(problem.x.shape[1:])}: they cannot warm-start these maps")
+    order = previous.index.argsort()
+    known = previous.index[order]
+    index, target = problem.index.cpu(), problem.target.cpu()
+    row = order[torch.searchsorted(known, index).clamp(max=len(known) - 1)]
+    found = (previous.index[row] == index) & (previous.targets[row] == target)
+    init[found.to(init.device)] = previous.maps[row[found]].to(init)
+    return found
+
+
+def _solve_warm_then_cold(model: nn.Module, x: torch.Tensor, target: torch.Tensor, init: torch.Tensor,
+                          warm: torch.Tensor, s: MapSettings, warm_min_steps: int, progress: bool) -> _Solved:
+    """The warm rule for the rows where `warm` (n,) is set, then the full rule for the others and for the warm
+    rows that did not converge (from where they stopped, their steps adding up). x: (n, C, H, W); target: (n,);
+    init: (n, C, H, W) unshifted start maps; the model already frozen."""
+    out = _Solved.empty(x)
+    cold = (~warm).nonzero().squeeze(1).cpu()
+    steps_before = torch.zeros(len(cold), dtype=torch.long)
+    with tqdm(total=len(x), desc="maps", unit="map", disable=not progress) as bar:
+        if warm.any():
+            rows = warm.nonzero().squeeze(1).cpu()
+            rule = replace(s, min_steps=min(warm_min_steps, s.min_steps), max_steps=max(s.min_steps, 1))
+            first = _solve(model, x, target, init, rows, rule, bar)
+            out.put(rows[first.converged], first.take(first.converged))
+            going_on = first.take(~first.converged)
+            init = init.clone()
+            init[rows[~first.converged].to(init.device)] = going_on.maps
+            cold = torch.cat([cold, rows[~first.converged]])
+            steps_before = torch.cat([steps_before, going_on.steps])
+            bar.total += len(going_on.steps)
+        second = _solve(model, x, target, init, cold, s, bar)
+        second.steps += steps_before
+        out.put(cold, second)
+    return out
+
+
+def _solve(model: nn.Module, x: torch.Tensor, target: torch.Tensor, init: torch.Tensor, rows: torch.Tensor,
+           s: MapSettings, bar: tqdm) -> _Solved:
+    """The batched solve of the images x[rows] with targets target[rows] from the unshifted maps init[rows]
+    (rows: (k,) CPU positions), the model already frozen; counts stopped images on `bar`."""
+    on_device = rows.to(x.device)
+    x, target, init = x[on_device], target[on_device], init[on_device]
+    k = len(x)
+    out = _Solved.empty(x)
+    batch, queued = _start(x, target, init, 0, 0, s), 0
+    while queued < k or len(batch):
+        if queued < k and len(batch) < s.batch_size:
+            fresh = _start(x, target, init, queued, min(k, queued + s.batch_size - len(batch)), s)
+            batch, queued = batch.join(fresh), queued + len(fresh)
+        converged = _adam_step(model, batch, s)
+        done = converged | (batch.t >= s.max_steps)
+        if done.any():
+            finished = batch.take(done)
+            with torch.no_grad():
+                predicted = model(apply_mask(None, finished.mask, finished.spectrum)).argmax(1)
+            out.put(finished.rows, _Solved(finished.mask, finished.t.cpu(), converged[done].cpu(),
+                                           (predicted == finished.target).cpu()))
+            batch = batch.take(~done)
+            bar.update(len(finished))
+    return out
+
+
+def _start(x: torch.Tensor, target: torch.Tensor, init: torch.Tensor, first: int, stop: int, s: MapSettings) -> _Batch:
+    """Fresh solver state for the queued images first..stop-1 (masks at their unshifted start maps)."""
     rows = torch.arange(first, stop, device=x.device)
-    mask = torch.ones_like(x[rows]) if init is None else init[rows].clone()
+    mask = init[rows].clone()
     spectrum = torch.fft.fft2(x[rows]) if len(rows) else x[rows] * 1j  # (MKL's FFT rejects an empty batch)
     return _Batch(
         rows=rows, spectrum=spectrum, target=target[rows], mask=mask, m=torch.zeros_like(mask),
@@ -275,21 +394,25 @@ def record_loss(history: torch.Tensor, loss: torch.Tensor, t: torch.Tensor, s: M
 
 def essential_maps(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: MapSettings | None = None, *,
-    init: torch.Tensor | None = None, index: torch.Tensor | None = None, progress: bool = True, **overrides,
+    init: torch.Tensor | None = None, index: torch.Tensor | None = None, previous: FrequencyMaps | None = None,
+    warm_min_steps: int = 50, progress: bool = True, **overrides,
 ) -> FrequencyMaps:
     """Essential maps of correctly classified clean images: the sparsest maps that keep the true label.
 
     x: (n, C, H, W) in [0, 1]; y: (n,) int64 true labels. Any MapSettings field may be given as a keyword
-    (e.g. lam=0.1) to override `settings`; init, index, progress as in `solve_maps`.
+    (e.g. lam=0.1) to override `settings`; init, index as in `MapProblem`; previous, warm_min_steps, progress as
+    in `solve_maps`.
     """
     s = resolve_settings(settings, overrides, MapSettings())
-    return solve_maps(model, x, y, kind="essential", settings=s, init=init, index=index, progress=progress)
+    problem = MapProblem("essential", x, y, index=index, init=init)
+    earlier = [] if previous is None else [previous]
+    return solve_maps(model, [problem], s, previous=earlier, warm_min_steps=warm_min_steps, progress=progress)[0]
 
 
 def adversarial_maps(
     model: nn.Module, x_adv: torch.Tensor, y_adv: torch.Tensor, y: torch.Tensor | None = None,
     settings: MapSettings | None = None, *, init: torch.Tensor | None = None, index: torch.Tensor | None = None,
-    progress: bool = True, **overrides,
+    previous: FrequencyMaps | None = None, warm_min_steps: int = 50, progress: bool = True, **overrides,
 ) -> FrequencyMaps:
     """Adversarial maps of successfully attacked images: the sparsest maps that keep the adversarial label.
 
@@ -297,5 +420,6 @@ def adversarial_maps(
     labels, stored with the maps (default: y_adv). Keywords as `essential_maps`.
     """
     s = resolve_settings(settings, overrides, MapSettings())
-    return solve_maps(model, x_adv, y_adv, kind="adversarial", labels=y, settings=s, init=init, index=index,
-                      progress=progress)
+    problem = MapProblem("adversarial", x_adv, y_adv, labels=y, index=index, init=init)
+    earlier = [] if previous is None else [previous]
+    return solve_maps(model, [problem], s, previous=earlier, warm_min_steps=warm_min_steps, progress=progress)[0]

@@ -1,7 +1,9 @@
-"""StandardClassifier: cross-entropy training of any registered model, with accuracy metrics.
+"""StandardClassifier: any registered network, trained with an objective, optionally behind an input filter.
 
 The network is built by name from `freqmaps.models` (pixels in [0, 1], normalisation inside), so attacks and
-frequency maps later act on raw pixels. Optimizer and LR scheduler come from the config as callables.
+frequency maps act on raw pixels. The training objective (`freqmaps.objectives`: cross-entropy, PGD-AT,
+TRADES, fast FGSM), the input filter (`freqmaps.filters`) and the evaluation attack (`freqmaps.attacks`) are
+components passed in; optimizer and LR scheduler come from the config as callables.
 """
 from __future__ import annotations
 
@@ -9,22 +11,29 @@ from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from freqmaps.attacks import Attack
+from freqmaps.filters import FilteredNetwork, InputFilter
 from freqmaps.models import create_model
-from lightning_modules.checkpoint import CLASS_KEY
+from freqmaps.objectives import CrossEntropy, Objective
 
 ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16"]
 
 
 class StandardClassifier(L.LightningModule):
-    """Logs `train/loss`, `train/acc`, `val/loss`, `val/acc`, `val/acc_best`, `test/loss`, `test/acc`.
+    """Logs `train/loss`, `train/acc`, `val/loss`, `val/acc`, `val/acc_best`, `test/loss`, `test/acc`, and with
+    an `eval_attack` also `val/robust_acc`, `test/robust_acc` (accuracy on the attacked batch).
 
-    `num_classes`, `in_channels` and `image_size` are linked from the datamodule by train.py. `label_smoothing`
-    is the cross-entropy's (0: none) in training, validation and test alike.
+    `num_classes`, `in_channels` and `image_size` are linked from the datamodule by train.py. `objective`
+    (default: cross-entropy) gives the training loss and the clean validation / test loss; `train/acc` counts
+    the logits the objective computed its loss on. `input_filter` (default: none) sits between the pixels and
+    the network; `model` is the composed pixels -> logits model that training, attacks and the analysis
+    callbacks use. State: the network under `network.`, the filter under `input_filter.`; the checkpoint's
+    hyper-parameters describe the filter as plain data (`InputFilter.description()`).
     """
 
     def __init__(
@@ -36,33 +45,38 @@ class StandardClassifier(L.LightningModule):
         pretrained: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
-        label_smoothing: float = 0.0,
+        objective: Objective | None = None,
+        input_filter: InputFilter | None = None,
+        eval_attack: Attack | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "train_attack", "eval_attack"])
-        self.model = create_model(model_name, num_classes, in_channels, image_size, pretrained)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "objective", "input_filter", "eval_attack"])
+        self.hparams["input_filter"] = None if input_filter is None else input_filter.description()
+        self.network = create_model(model_name, num_classes, in_channels, image_size, pretrained)
+        if input_filter is not None:
+            input_filter.check(num_classes, in_channels, image_size)
+        self.input_filter = input_filter
+        self.objective = objective if objective is not None else CrossEntropy()
+        self.eval_attack = eval_attack
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
-        self.label_smoothing = label_smoothing
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro"))
             setattr(self, f"{stage}_loss", MeanMetric())
+        if eval_attack is not None:
+            self.val_robust_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.test_robust_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+
+    @property
+    def model(self) -> nn.Module:
+        """The pixels -> logits model: the network, behind the input filter if there is one (built on access,
+        so the parameters are registered once, under `network.`)."""
+        return self.network if self.input_filter is None else FilteredNetwork(self.network, self.input_filter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) in [0, 1] -> logits (B, num_classes)."""
         return self.model(x)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record this module's class, so `lightning_modules.load_network` restores it without being told."""
-        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
-
-    def model_step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.log_step(stage, loss, logits, y)
-        return loss
 
     def log_step(self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Update and log the `stage` loss and accuracy (epoch-level, synchronised across processes)."""
@@ -76,21 +90,38 @@ class StandardClassifier(L.LightningModule):
         self.val_acc_best.reset()  # the sanity check's validation must not count
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self.model_step(batch, "train")
+        x, y = batch
+        result = self.objective(self.model, x, y)
+        self.log_step("train", result.loss, result.logits, y)
+        return result.loss
+
+    def eval_step(self, batch, stage: str) -> None:
+        """Clean loss and accuracy, and with an eval_attack the accuracy on the attacked batch."""
+        x, y = batch
+        logits = self(x)
+        self.log_step(stage, self.objective.criterion(logits, y), logits, y)
+        if self.eval_attack is None:
+            return
+        x_adv = self.eval_attack(self.model, x, y)
+        metric = getattr(self, f"{stage}_robust_acc")
+        with torch.no_grad():
+            metric(self(x_adv).argmax(1), y)
+        self.log(f"{stage}/robust_acc", metric, on_step=False, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.model_step(batch, "val")
+        self.eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.model_step(batch, "test")
+        self.eval_step(batch, "test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}}

@@ -85,26 +85,44 @@ def _quiet_offline_wandb():
 
 @pytest.fixture(scope="session")
 def cifar10_few(tmp_path_factory):
-    """A small real CIFAR-10 image folder (12 train and 4 test JPEGs per class) from ../shared's archive."""
+    """A small real CIFAR-10 image folder (the first 12 train and 4 test JPEGs of each class) copied from
+    $FREQMAPS_CIFAR10: a CIFAR-10 image folder (train/<class>/*.jpg, test/<class>/*.jpg) or a .tar.gz of one."""
+    import os
+    import shutil
     import tarfile
     from collections import Counter
+    from pathlib import Path
 
-    from benchmarks.common import SHARED_CIFAR10
+    from benchmarks.common import CIFAR10_ENV
 
-    if not SHARED_CIFAR10.is_file():
-        pytest.skip(f"needs the shared CIFAR-10 archive at {SHARED_CIFAR10}")
+    if not os.environ.get(CIFAR10_ENV):
+        pytest.skip(f"needs CIFAR-10: set {CIFAR10_ENV} to an image folder (train/<class>/*.jpg, "
+                    "test/<class>/*.jpg) or to a .tar.gz of one")
+    source = Path(os.environ[CIFAR10_ENV]).expanduser()
     root = tmp_path_factory.mktemp("cifar10")
     quota, taken = {"train": 12, "test": 4}, Counter()
-    with tarfile.open(SHARED_CIFAR10) as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if member.isfile() and len(parts) >= 3 and parts[-3] in quota:
-                key = (parts[-3], parts[-2])
-                if taken[key] < quota[parts[-3]]:
-                    taken[key] += 1
-                    target = root / parts[-3] / parts[-2] / parts[-1]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(tar.extractfile(member).read())
-            if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
-                break
+    if source.is_dir():
+        for split, n in quota.items():
+            for folder in sorted((source / split).glob("*/")):
+                (root / split / folder.name).mkdir(parents=True)
+                for image in sorted(folder.iterdir())[:n]:
+                    shutil.copyfile(image, root / split / folder.name / image.name)
+                    taken[split, folder.name] += 1
+    elif not source.is_file():
+        raise FileNotFoundError(f"{CIFAR10_ENV}={source}: no such folder or file")
+    else:
+        with tarfile.open(source) as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) >= 3 and parts[-3] in quota:
+                    key = (parts[-3], parts[-2])
+                    if taken[key] < quota[parts[-3]]:
+                        taken[key] += 1
+                        target = root / parts[-3] / parts[-2] / parts[-1]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(tar.extractfile(member).read())
+                if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
+                    break
+    if {split for split, _ in taken} != set(quota):
+        raise FileNotFoundError(f"{CIFAR10_ENV}={source} holds no train/<class>/*.jpg and test/<class>/*.jpg")
     return root

@@ -11,11 +11,14 @@ import lightning as L
 import pytest
 import torch
 
-import analyze
 from datamodules import DigitsDataModule
+from freqmaps.analysis import METRICS
 from freqmaps.maps import FrequencyMaps
+from freqmaps.report import write_report
+from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS
 from lightning_modules import StandardClassifier, load_network
+from tests.test_one_analysis import readme_metrics
 from tests.wandb_offline import offline_runs, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +43,7 @@ def test_checkpoint_loads_back_the_trained_network(digits_checkpoint):
     network = load_network(digits_checkpoint)
     data = DigitsDataModule(image_size=32, channels=1)
     data.setup("test")
-    x, y = analyze.take(data.test_set, 200, 0)
+    x, y = take(data.test_set, seeded_indices(len(data.test_set), 200, 0))
     with torch.no_grad():
         assert (network(x).argmax(1) == y).float().mean() > 0.9
     assert not network.training
@@ -57,13 +60,14 @@ def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoi
         "--adaptive_attack.init_args.steps", "5", "--progress", "false",
     ], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(), parse_constant=lambda name: pytest.fail(name))
     rows = {row["attack"]: row for row in results["rows"]}
     assert list(rows) == ["FMN-linf", "PGD-linf", "DeepFool-linf"]
     for row in rows.values():
-        assert list(row) == list(ROW_FIELDS)
-        assert row["images"] == 30 and row["correct"] >= 27
-        assert row["fooled"] <= row["correct"] and 0 <= row["adversarial_kept"] <= row["fooled"]
+        assert list(row) == list(ROW_FIELDS) and set(ROW_FIELDS) - {"attack"} == set(METRICS) == readme_metrics()
+        assert row["images"] == 30 and row["correct"] >= 27 and row["essential_maps"] == row["correct"]
+        assert row["fooled"] <= row["correct"] and row["adversarial_maps"] == row["fooled"]
+        assert row["adversarial_kept"] is None if row["fooled"] == 0 else 0 <= row["adversarial_kept"] <= 1
     for name in ("FMN-linf", "DeepFool-linf"):  # minimum-norm attacks fool (almost) every correct image
         assert rows[name]["success_rate"] > 0.9 and rows[name]["median_linf"] < 0.1
     assert rows["PGD-linf"]["median_linf"] <= 0.1 + 1e-6  # PGD stays in its ball
@@ -83,9 +87,20 @@ def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoi
     essential = FrequencyMaps.load(out / "maps" / "essential.pt")
     assert essential.kind == "essential" and len(essential) == rows["FMN-linf"]["correct"]
 
+    # the writer redraws the table and the figures from the saved folder alone
+    table = markdown
+    (out / "results.md").unlink()
+    for figure in (out / "figures").glob("*.png"):
+        figure.unlink()
+    write_report(out)
+    assert (out / "results.md").read_text() == table
+    assert {p.name for p in (out / "figures").glob("*.png")} == figures
+
     (run_dir,) = offline_runs(out)
     run = read_offline_run(run_dir)
     assert run.summary["FMN-linf/success_rate"] == pytest.approx(rows["FMN-linf"]["success_rate"])
+    logged = {key.split("/")[1] for key in run.summary if key.startswith("FMN-linf/") and key.count("/") == 1}
+    assert logged == set(METRICS)  # W&B, results.json and the README name the same metrics
     assert run.summary["results/_type"] == "table-file"
     assert any(name.startswith("media/table/results") for name in run.files)
     assert any(name.startswith("media/images/figures/radial_profiles") for name in run.files)

@@ -1,5 +1,6 @@
-"""The CLI end to end: every config trains (fast_dev_run), the default job reaches its accuracy and leaves a
-real W&B offline run, and user mistakes give one-line errors instead of tracebacks."""
+"""The CLI end to end: every experiment config trains with the command its header documents (fast_dev_run), the
+default job reaches its accuracy and leaves a real W&B offline run and a checkpoint in the documented layout, and
+user mistakes give one-line errors instead of tracebacks."""
 from __future__ import annotations
 
 import math
@@ -11,11 +12,9 @@ import pytest
 import torch
 import yaml
 
+from tests.train_configs import EXPERIMENTS, REPO, documented_args, needs_cifar10
 from tests.wandb_offline import offline_runs, read_offline_run
 from train import main
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not p.name.endswith("_analyze.yaml"))
 
 
 @pytest.fixture
@@ -26,17 +25,14 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def data_overrides(config: Path, cifar10_root: Path) -> list[str]:
-    """Point configs that read data from disk at the small CIFAR-10 folder."""
-    data = yaml.safe_load(config.read_text())["data"]["class_path"]
-    if data.endswith("CIFAR10DataModule"):
-        return ["--data.root", str(cifar10_root), "--data.val_size", "20", "--data.num_workers", "0"]
-    return []
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_config_runs_fast_dev_run(config, in_tmp, cifar10_few):
-    cli = main(["fit", "--config", str(config), *data_overrides(config, cifar10_few),
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_config_runs_fast_dev_run(config, in_tmp, request):
+    """Only the configs whose command needs a CIFAR-10 folder ask for one (and skip without the archive)."""
+    args = documented_args(config)
+    if needs_cifar10(config):
+        args = [*documented_args(config, request.getfixturevalue("cifar10_few")),
+                "--data.val_size", "20", "--data.num_workers", "0"]
+    cli = main(["fit", *args,
                 "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1"])
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
@@ -61,8 +57,12 @@ def test_default_job_reaches_accuracy_and_logs_offline_run(in_tmp):
     assert run.config["config"]["model"]["init_args"]["model_name"] == "small_cnn"
     checkpoints = list((in_tmp / "outputs").rglob("*.ckpt"))
     assert any(c.name == "last.ckpt" for c in checkpoints)
-    state = torch.load(next(c for c in checkpoints if c.name == "last.ckpt"), weights_only=False)
-    assert state["hyper_parameters"]["model_name"] == "small_cnn"
+    state = torch.load(next(c for c in checkpoints if c.name == "last.ckpt"), weights_only=True)  # plain data
+    hparams = state["hyper_parameters"]
+    assert (hparams["model_name"], hparams["num_classes"], hparams["in_channels"], hparams["image_size"]) == (
+        "small_cnn", 10, 1, 32)
+    assert hparams["pretrained"] is False and hparams["input_filter"] is None
+    assert {key.split(".")[0] for key in state["state_dict"]} == {"network"}
 
 
 def test_print_config_resolves_links_and_interpolation(in_tmp, capsys):
@@ -82,6 +82,13 @@ def test_print_config_resolves_links_and_interpolation(in_tmp, capsys):
         ("default.yaml", ["--data.batch_size", "0"], "data.batch_size must be >= 1"),
         ("default.yaml", ["--model.model_name", "resnet99"], "resnet99"),
         ("default.yaml", ["--trainer.max_epochs", "many"], "max_epochs"),
+        ("digits_pgd_at.yaml", ["--model.init_args.objective.init_args.attack", "freqmaps.attacks.trades.TRADES"],
+         "does not correspond to a subclass of PGD"),
+        ("digits_fast_fgsm.yaml", ["--model.init_args.objective.init_args.attack.init_args.random_start", "false"],
+         "error: FastFGSMTraining needs an FGSM attack with random_start: true"),
+        ("digits_lowpass.yaml", ["--model.init_args.input_filter", "freqmaps.filters.ClassMapFilter",
+                                 "--model.init_args.input_filter.maps_file", "/nonexistent/maps.pt"],
+         "error: no class-maps file at /nonexistent/maps.pt"),
     ],
 )
 def test_user_mistakes_give_clear_errors(config, args, message, in_tmp):

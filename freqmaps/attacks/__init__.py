@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 
-from freqmaps.attacks.base import Attack, MinimumNormAttack, MinimumNormResult
+from freqmaps.attacks.base import Attack, MinimumNormAttack, MinimumNormResult, attack_in_chunks
 from freqmaps.attacks.deepfool import DeepFool
 from freqmaps.attacks.fgsm import FGSM
 from freqmaps.attacks.fmn import FMN
@@ -37,5 +37,5 @@ def create_attack(name: str, **kwargs) -> Attack:
 
 __all__ = [
     "ATTACK_NAMES", "Attack", "AttackReport", "DeepFool", "FGSM", "FMN", "MinimumNormAttack",
-    "MinimumNormResult", "PGD", "attack_report", "create_attack",
+    "MinimumNormResult", "PGD", "attack_in_chunks", "attack_report", "create_attack",
 ]

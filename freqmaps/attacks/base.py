@@ -25,6 +25,7 @@ from torch import nn
 
 from freqmaps.errors import UserInputError
 from freqmaps.inputs import check_images, check_labels, frozen_eval, own_batch
+from freqmaps.sampling import seeded_rng
 
 NORMS = {"linf": math.inf, "l2": 2.0}
 DUAL_NORMS = {"linf": 1.0, "l2": 2.0}
@@ -135,3 +136,18 @@ class MinimumNormAttack(Attack):
     @abstractmethod
     def minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> MinimumNormResult:
         """The search, on validated inputs, with the model frozen and gradients enabled."""
+
+
+def attack_in_chunks(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                     seed: int = 0) -> torch.Tensor:
+    """x_adv (n, C, H, W) of `attack` on x: (n, C, H, W) in [0, 1] with labels y: (n,), `batch_size` images at a
+    time. Chunk k draws its random numbers (random starts, restarts) from torch's generators seeded with
+    seed + k, restored afterwards: a chunk's result depends only on its images and its number, not on what ran
+    before, and the caller's random streams are left as they were."""
+    if batch_size < 1:
+        raise UserInputError(f"the attack batch size must be >= 1, got {batch_size}")
+    chunks = []
+    for k, (xb, yb) in enumerate(zip(x.split(batch_size), y.split(batch_size))):
+        with seeded_rng(x.device, seed + k):
+            chunks.append(attack(model, xb, yb))
+    return torch.cat(chunks)

@@ -1,4 +1,5 @@
-"""Models found by name: `create_model("resnet20", num_classes=10, in_channels=3, image_size=32)`.
+"""Models found by name: `create_model("resnet20", num_classes=10, in_channels=3, image_size=32)`, and trained
+ones from the repository's model zoo: `zoo_model("digits_small_cnn")` (see `freqmaps.zoo`).
 
 Every model takes pixels in [0, 1] and normalises inside, so attacks and frequency maps act on raw pixels.
 """
@@ -37,4 +38,12 @@ def create_model(
     return _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
 
 
-__all__ = ["MODEL_NAMES", "CifarResNet", "SmallCNN", "create_model"]
+def zoo_model(name: str, directory: str | None = None) -> nn.Module:
+    """A trained model of the model zoo (`zoo/manifest.json`, or `directory` / $FREQMAPS_ZOO) in eval mode, its
+    weights checked against their sha256; `freqmaps.zoo.load_model`. UserInputError listing the known names."""
+    from freqmaps.zoo import load_model
+
+    return load_model(name, directory)
+
+
+__all__ = ["MODEL_NAMES", "CifarResNet", "SmallCNN", "create_model", "zoo_model"]

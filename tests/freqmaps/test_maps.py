@@ -3,6 +3,7 @@ freezes stopped images, keeps only maps that keep their class, validates inputs,
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -116,13 +117,42 @@ def test_warm_start_begins_at_the_given_maps(tiny):
     assert warm.steps.sum() < cold.steps.sum() / 2
 
 
+def test_previous_maps_warm_start_under_the_warm_rule(tiny):
+    """An image with a previous map of the same index and target starts from it, may stop after warm_min_steps,
+    gets at most min_steps steps, and if not converged by then goes on under the full rule (steps add up)."""
+    model, x, y = tiny
+    rough = essential_maps(model, x[:5], y[:5], **{**TINY, "min_steps": 200, "max_steps": 200})  # 5: none
+    other = y[:5].clone()
+    other[1] = (other[1] + 1) % 3  # image 1's previous map kept another class: no warm start
+    previous = replace(rough, labels=other)
+    warm = essential_maps(model, x, y, previous=previous, warm_min_steps=5, **TINY)
+    assert warm.warm.tolist() == [True, False, True, True, True, False]
+
+    cold = essential_maps(model, x[[1, 5]], y[[1, 5]], **TINY)
+    torch.testing.assert_close(warm.maps[[1, 5]], cold.maps, atol=1e-12, rtol=0)
+    assert torch.equal(warm.steps[[1, 5]], cold.steps)
+    rows = torch.tensor([0, 2, 3, 4])
+    first = essential_maps(model, x[rows], y[rows], init=rough.maps[rows], **{**TINY, "min_steps": 5, "max_steps": 50})
+    assert first.converged.any() and not first.converged.all()  # both ways out of the warm rule happen here
+    going_on = ~first.converged
+    then = essential_maps(model, x[rows][going_on], y[rows][going_on], init=first.maps[going_on], **TINY)
+    expected_maps, expected_steps = first.maps.clone(), first.steps.clone()
+    expected_maps[going_on], expected_steps[going_on] = then.maps, 50 + then.steps
+    torch.testing.assert_close(warm.maps[rows], expected_maps, atol=1e-12, rtol=0)
+    assert torch.equal(warm.steps[rows], expected_steps)
+    assert (warm.steps[rows][first.converged] <= 50).all() and (warm.steps[rows][going_on] > 50).all()
+    with pytest.raises(UserInputError, match="warm_min_steps must be >= 0"):
+        essential_maps(model, x, y, previous=previous, warm_min_steps=-1, **TINY)
+
+
 def test_result_saves_and_loads_safely(tiny, tmp_path):
     model, x, y = tiny
     result = essential_maps(model, x[:3], y[:3], index=torch.tensor([4, 5, 6]), **{**TINY, "max_steps": 60})
     path = tmp_path / "maps.pt"
     result.save(path)
     raw = torch.load(path, weights_only=True)  # no pickled objects inside
-    assert set(raw) >= {"maps", "index", "labels", "adversarial_labels", "steps", "converged", "kept", "settings"}
+    assert set(raw) >= {"maps", "index", "labels", "adversarial_labels", "steps", "converged", "kept", "warm",
+                        "settings"}
     loaded = FrequencyMaps.load(path)
     for name in FrequencyMaps._TENSORS:
         assert torch.equal(getattr(loaded, name), getattr(result, name))

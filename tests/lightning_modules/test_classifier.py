@@ -1,4 +1,5 @@
-"""StandardClassifier learns the planted-frequency data and builds its optimizer and scheduler from callables."""
+"""StandardClassifier learns the planted-frequency data, builds its optimizer and scheduler from callables, and
+composes its input filter and network into one model without registering anything twice."""
 from __future__ import annotations
 
 from functools import partial
@@ -7,6 +8,8 @@ import lightning as L
 import torch
 
 from datamodules import SyntheticFrequencyDataModule
+from freqmaps.filters import FilteredNetwork, LowPass
+from freqmaps.objectives import CrossEntropy
 from lightning_modules import StandardClassifier
 
 
@@ -32,3 +35,20 @@ def test_optimizer_and_scheduler_come_from_the_config():
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     assert scheduler.milestones == {100: 1, 150: 1}
     assert isinstance(StandardClassifier().configure_optimizers(), torch.optim.Adam)
+
+
+def test_the_model_is_the_filter_then_the_network_registered_once():
+    plain = StandardClassifier("small_cnn", 10, 1, 16)
+    assert plain.model is plain.network and plain.input_filter is None and plain.hparams.input_filter is None
+    assert isinstance(plain.objective, CrossEntropy) and plain.objective.label_smoothing == 0.0
+    filtered = StandardClassifier("small_cnn", 10, 1, 16, input_filter=LowPass(3.0))
+    model = filtered.model
+    assert isinstance(model, FilteredNetwork) and model.network is filtered.network
+    assert model.input_filter is filtered.input_filter
+    assert filtered.hparams.input_filter == {"class_path": "freqmaps.filters.LowPass", "init_args": {"radius": 3.0}}
+    assert len(list(filtered.parameters())) == len(list(filtered.network.parameters()))
+    assert {key.split(".")[0] for key in filtered.state_dict()} == {"network"}  # the mask is rebuilt, not saved
+    x = torch.rand(2, 1, 16, 16)
+    filtered.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(filtered(x), filtered.network(LowPass(3.0)(x, None)))

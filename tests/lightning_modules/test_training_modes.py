@@ -1,5 +1,5 @@
-"""Adversarial training really buys robustness; TRADES and fast FGSM converge; frequency-masked models really
-never see the masked frequencies."""
+"""Adversarial training objectives really buy robustness; TRADES and fast FGSM converge; class maps trained on a
+standard model, loaded from their file as a ClassMapFilter, act as the label-free defence."""
 from __future__ import annotations
 
 import lightning as L
@@ -11,8 +11,9 @@ from freqmaps.attacks import FGSM, PGD
 from freqmaps.attacks.trades import TRADES
 from freqmaps.class_maps import ClassMapDefence, class_maps, evaluate_class_maps
 from freqmaps.errors import UserInputError
-from freqmaps.fourier import frequency_radius
-from lightning_modules import AdversarialClassifier, FrequencyMaskedClassifier, StandardClassifier
+from freqmaps.filters import ClassMapFilter
+from freqmaps.objectives import FastFGSMTraining, PGDTraining, TRADESTraining
+from lightning_modules import StandardClassifier
 
 EPS = 0.1
 
@@ -40,8 +41,8 @@ def standard_and_adversarial():
     args = dict(model_name="small_cnn", num_classes=10, in_channels=1, image_size=16)
     standard = StandardClassifier(**args)
     _, dm = fit(standard, 5)
-    adversarial = AdversarialClassifier(**args, method="pgd", train_attack=PGD(eps=EPS, steps=3, step_size=0.04),
-                                        eval_attack=PGD(eps=EPS, steps=5, step_size=0.03))
+    adversarial = StandardClassifier(**args, objective=PGDTraining(PGD(eps=EPS, steps=3, step_size=0.04)),
+                                     eval_attack=PGD(eps=EPS, steps=5, step_size=0.03))
     trainer, _ = fit(adversarial, 5)
     return standard, adversarial, trainer, dm
 
@@ -57,12 +58,13 @@ def test_pgd_training_raises_robust_accuracy(standard_and_adversarial):
 
 
 @pytest.mark.parametrize(
-    "method, attack",
-    [("trades", TRADES(eps=EPS, steps=3, step_size=0.04)), ("fgsm", FGSM(eps=EPS, random_start=True))],
+    "objective",
+    [TRADESTraining(TRADES(eps=EPS, steps=3, step_size=0.04)), FastFGSMTraining(FGSM(eps=EPS, random_start=True))],
+    ids=["trades", "fast_fgsm"],
 )
-def test_trades_and_fast_fgsm_converge(method, attack):
-    module = AdversarialClassifier("small_cnn", 10, 1, 16, method=method, train_attack=attack,
-                                   eval_attack=PGD(eps=EPS, steps=3, step_size=0.04))
+def test_trades_and_fast_fgsm_converge(objective):
+    module = StandardClassifier("small_cnn", 10, 1, 16, objective=objective,
+                                eval_attack=PGD(eps=EPS, steps=3, step_size=0.04))
     losses = []
 
     class Record(L.Callback):
@@ -78,43 +80,9 @@ def test_trades_and_fast_fgsm_converge(method, attack):
     assert trainer.callback_metrics["val/acc"] > 0.6
 
 
-def seen_by_network(module: FrequencyMaskedClassifier, x: torch.Tensor) -> torch.Tensor:
-    """What the wrapped network receives for input x."""
-    seen = []
-    handle = module.model.network.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
-    module(x)
-    handle.remove()
-    return seen[0]
-
-
-@pytest.mark.parametrize("kind, removed", [
-    ("lowpass", lambda r: r > 5), ("highpass", lambda r: r <= 5), ("band", lambda r: (r < 3) | (r > 7)),
-])
-def test_frequency_masked_model_sees_no_masked_frequency(kind, removed):
-    module = FrequencyMaskedClassifier("small_cnn", 10, 3, 32, filter=kind, radius=5.0, band=(3.0, 7.0))
-    x = torch.rand(4, 3, 32, 32)
-    for mode in (module.train, module.eval):
-        mode()
-        spectrum = torch.fft.fftshift(torch.fft.fft2(seen_by_network(module, x)), dim=(-2, -1)).abs()
-        gone = removed(frequency_radius(32))
-        assert spectrum[..., gone].max() < 1e-4
-        assert spectrum[..., ~gone].mean() > 1e-2
-
-
-def test_frequency_dropout_is_random_in_training_and_off_in_eval():
-    module = FrequencyMaskedClassifier("small_cnn", 10, 1, 32, filter="dropout", dropout=0.5)
-    x = torch.rand(2, 1, 32, 32)
-    module.train()
-    spectrum = torch.fft.fft2(seen_by_network(module, x)).abs()
-    dropped = (spectrum < 1e-5).float().mean().item()
-    assert 0.3 < dropped < 0.7
-    module.eval()
-    assert torch.allclose(seen_by_network(module, x), x)
-
-
 def test_class_map_defence_end_to_end(standard_and_adversarial, tmp_path):
-    """Class maps trained on validation digits and their PGD adversarials, evaluated on test digits (docs/method.md §4),
-    then loaded from their file into a FrequencyMaskedClassifier that applies the predicted class's map."""
+    """Class maps trained on validation digits and their PGD adversarials, evaluated on test digits (docs/method.md
+    §4), then loaded from their file as the ClassMapFilter of a classifier that applies the predicted class's map."""
     standard, _, _, dm = standard_and_adversarial
     model = standard.model.eval()
     x_val, y_val = dm.val_set.tensors
@@ -136,8 +104,8 @@ def test_class_map_defence_end_to_end(standard_and_adversarial, tmp_path):
 
     path = tmp_path / "class_maps.pt"
     trained.save(path)
-    defended = FrequencyMaskedClassifier("small_cnn", 10, 1, 16, filter="class_maps", maps_file=str(path))
-    defended.model.model.load_state_dict(model.state_dict())
+    defended = StandardClassifier("small_cnn", 10, 1, 16, input_filter=ClassMapFilter(str(path)))
+    defended.network.load_state_dict(model.state_dict())
     defended.eval()
     reference = ClassMapDefence(model, trained.maps)
     with torch.no_grad():
@@ -145,7 +113,5 @@ def test_class_map_defence_end_to_end(standard_and_adversarial, tmp_path):
         assert (defended(x_test).argmax(1) == y_test).float().mean() == pytest.approx(rates.clean_accuracy)
     robust = robust_accuracy(defended.model, dm)  # an adaptive attack: PGD through the maps
     assert 0 <= robust <= 1
-    with pytest.raises(UserInputError, match="no class-maps file"):
-        FrequencyMaskedClassifier("small_cnn", 10, 1, 16, filter="class_maps", maps_file=str(tmp_path / "none.pt"))
     with pytest.raises(UserInputError, match="shape"):
-        FrequencyMaskedClassifier("small_cnn", 10, 1, 32, filter="class_maps", maps_file=str(path))
+        StandardClassifier("small_cnn", 10, 1, 32, input_filter=ClassMapFilter(str(path)))

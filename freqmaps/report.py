@@ -1,0 +1,157 @@
+"""The study's results folder: saved from a `freqmaps.study.Study`, and its table and figures drawn from the folder
+alone, so they can be redrawn from a saved result (`python -m freqmaps.report DIR`).
+
+    results.json   "rows": one per attack, keys `freqmaps.study.ROW_FIELDS` (the metric vocabulary
+                   `freqmaps.analysis.METRICS`); "per_class": attack -> rows (`freqmaps.analysis.PER_CLASS`);
+                   "correlation": attack -> IdCor's permutation "null" distribution and, without a correlation,
+                   the reason ("no_correlation"); "defence": the class-map rates; "num_classes", "class_names",
+                   and the run details given as `extra`. Valid JSON: nan is written as null.
+    maps/          essential.pt and adversarial_<attack>.pt (FrequencyMaps.load), class_maps.pt (ClassMaps.load)
+    results.md     the table, one row per attack, then the class-map defence
+    figures/       class_means_<attack>.png (per-class mean essential vs adversarial maps), idcor_null_<attack>.png
+                   (the null distribution with the observed joint id), radial_profiles.png, class_maps.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from freqmaps.class_maps import ClassMaps
+from freqmaps.correlation import IdCorResult
+from freqmaps.errors import UserInputError, exit_on_user_error
+from freqmaps.figures import class_maps_figure, class_means_figure, null_distribution_figure, radial_profile_figure
+from freqmaps.maps import FrequencyMaps
+from freqmaps.study import ROW_FIELDS, Study
+
+DEFENCE_SENTENCE = (
+    "\nClass-map defence (maps trained with {attack}): still correct {still_correct:.4f}, adversarial undone "
+    "{adversarial_undone:.4f} (label-using, the paper's); label-free: clean accuracy {clean_accuracy:.4f} (unmasked "
+    "{clean_accuracy_unmasked:.4f}), adversarial accuracy {adversarial_accuracy:.4f} (unmasked "
+    "{adversarial_accuracy_unmasked:.4f}); adaptive {adaptive_attack}: robust accuracy "
+    "{adaptive_robust_accuracy:.4f} defended vs {undefended_robust_accuracy:.4f} undefended.\n"
+)
+
+
+def write_study(study: Study, directory: str | Path, class_names: Sequence[str] | None = None,
+                extra: dict | None = None) -> dict[str, Path]:
+    """`save_study` then `write_report`: the whole results folder. Returns name -> path of every file written."""
+    return save_study(study, directory, class_names, extra) | write_report(directory)
+
+
+def save_study(study: Study, directory: str | Path, class_names: Sequence[str] | None = None,
+               extra: dict | None = None) -> dict[str, Path]:
+    """Write results.json and maps/*.pt (see the module docstring). Returns name -> path."""
+    directory = Path(directory)
+    (directory / "maps").mkdir(parents=True, exist_ok=True)
+    paths = {"essential": directory / "maps" / "essential.pt"}
+    study.essential.save(paths["essential"])
+    for name, analysis in study.analyses.items():
+        paths[f"adversarial_{safe(name)}"] = directory / "maps" / f"adversarial_{safe(name)}.pt"
+        analysis.images.adversarial.save(paths[f"adversarial_{safe(name)}"])
+    results = {
+        "rows": study.rows,
+        "per_class": {name: analysis.per_class for name, analysis in study.analyses.items()},
+        "correlation": {name: {"null": a.correlation.idcor.null if a.correlation else None,
+                               "no_correlation": a.no_correlation} for name, a in study.analyses.items()},
+        "num_classes": next(iter(study.analyses.values())).images.num_classes,
+        "class_names": None if class_names is None else list(class_names),
+        **(extra or {}),
+    }
+    if study.defence is not None:
+        d = study.defence
+        paths["class_maps"] = directory / "maps" / "class_maps.pt"
+        d.maps.save(paths["class_maps"])
+        results["defence"] = {"attack": d.attack, **asdict(d.rates), "adaptive_attack": d.adaptive_attack,
+                              "adaptive_robust_accuracy": d.adaptive_robust_accuracy,
+                              "undefended_robust_accuracy": d.undefended_robust_accuracy,
+                              "class_map_steps": d.maps.steps, "seconds": d.seconds}
+    paths["json"] = directory / "results.json"
+    paths["json"].write_text(json.dumps(plain(results), indent=2, allow_nan=False) + "\n")
+    return paths
+
+
+def write_report(directory: str | Path) -> dict[str, Path]:
+    """Draw results.md and figures/*.png from a folder `save_study` wrote. Returns name -> path."""
+    directory = Path(directory)
+    if not (directory / "results.json").is_file():
+        raise UserInputError(f"no results.json in {directory}: give a folder written by analyze.py")
+    results = json.loads((directory / "results.json").read_text())
+    rows = [{key: _number(value) for key, value in row.items()} for row in results["rows"]]
+    num_classes, class_names = results["num_classes"], results["class_names"]
+    (directory / "figures").mkdir(exist_ok=True)
+    figures = {}
+    essential = FrequencyMaps.load(directory / "maps" / "essential.pt")
+    adversarial = {row["attack"]: FrequencyMaps.load(directory / "maps" / f"adversarial_{safe(row['attack'])}.pt")
+                   for row in rows}
+    for row in rows:
+        name = row["attack"]
+        figures[f"class_means_{safe(name)}"] = class_means_figure(essential, adversarial[name], num_classes,
+                                                                  class_names)
+        figures[f"class_means_{safe(name)}"].suptitle(f"mean maps per class: essential vs {name}", fontsize=9)
+        null = results["correlation"][name]["null"]
+        if null is not None:
+            result = IdCorResult(row["idcor"], row["idcor_p"], row["id_adversarial"], row["id_essential"],
+                                 row["id_joint"], torch.tensor(null))
+            figures[f"idcor_null_{safe(name)}"] = null_distribution_figure(name, result)
+    figures["radial_profiles"] = radial_profile_figure(essential, adversarial)
+    table = markdown_table(rows)
+    if "defence" in results:
+        figures["class_maps"] = class_maps_figure(ClassMaps.load(directory / "maps" / "class_maps.pt").maps,
+                                                  class_names)
+        table += DEFENCE_SENTENCE.format(**{key: _number(value) for key, value in results["defence"].items()})
+    paths = {"markdown": directory / "results.md"}
+    paths["markdown"].write_text(table)
+    for key, figure in figures.items():
+        paths[key] = directory / "figures" / f"{key}.png"
+        figure.savefig(paths[key], dpi=110)
+    return paths
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The rows (keys ROW_FIELDS) as a markdown table, numbers to 4 significant digits."""
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(ROW_FIELDS) + " |", "|" + "---|" * len(ROW_FIELDS)]
+    lines += ["| " + " | ".join(cell(row[key]) for key in ROW_FIELDS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def safe(name: str) -> str:
+    """An attack name as a file name part: letters, digits, '-' and '_' kept, anything else '_'."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def plain(value):
+    """`value` with tensors as lists and nan / inf as None, for strict JSON."""
+    if isinstance(value, torch.Tensor):
+        return plain(value.tolist())
+    if isinstance(value, dict):
+        return {key: plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _number(value):
+    """A value read back from results.json, with null as nan."""
+    return math.nan if value is None else value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Redraw results.md and figures/ of a saved study folder.")
+    parser.add_argument("directory", type=Path, help="a folder written by analyze.py (results.json, maps/)")
+    for path in write_report(parser.parse_args(argv).directory).values():
+        print(path)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)
