@@ -1,6 +1,7 @@
 """The paper's correlation study on a trained checkpoint: attacks, essential and adversarial maps, IdCor /
 SVCCA / CKA / cosine, class-level maps as a defence; writes a results folder and an (offline) W&B run.
 
+    python analyze.py --config configs/reproduce/cifar10_analyze.yaml      (the zoo's cifar10_resnet20)
     python analyze.py --config configs/reproduce/cifar10_analyze.yaml --checkpoint path/to/last.ckpt
     python analyze.py --config configs/reproduce/digits_analyze.yaml --checkpoint ... --images 200
     python analyze.py --help        (every knob; configs can interpolate with ${...})
@@ -26,7 +27,7 @@ from freqmaps.maps import MapSettings
 from freqmaps.report import write_study
 from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS, Study, run_study
-from lightning_modules.checkpoint import load_network
+from lightning_modules.checkpoint import load_classifier
 
 
 def attack_names(attacks: list[Attack]) -> list[str]:
@@ -36,7 +37,7 @@ def attack_names(attacks: list[Attack]) -> list[str]:
 
 
 def analyze(
-    checkpoint: Path,
+    checkpoint: str,
     data: ImageDataModule,
     attacks: list[Attack],
     output_dir: Path = Path("outputs/analysis"),
@@ -61,7 +62,7 @@ def analyze(
     """Run the study and write the results folder; returns {"rows": the table rows, "paths": name -> path}.
 
     Args:
-        checkpoint: a .ckpt written by `python train.py fit` (any of this project's classifiers).
+        checkpoint: a zoo model name (`python -m freqmaps.zoo list`) or a .ckpt written by `python train.py fit`.
         data: the datamodule the model was trained on; its `split` images are studied.
         attacks: one table row each (e.g. FMN, PGD eps 8/255, DeepFool; all L-inf in the paper).
         output_dir: the results folder.
@@ -85,7 +86,7 @@ def analyze(
     """
     started = time.perf_counter()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    model = load_network(checkpoint).to(device)
+    model = load_classifier(checkpoint).to(device)
     data.prepare_data()
     data.setup("test")
     dataset = data.test_set if split == "test" else data.val_set

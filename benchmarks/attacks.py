@@ -1,7 +1,7 @@
 """Attack images/s: freqmaps' PGD, FMN and DeepFool (all L∞) versus foolbox 3 and torchattacks on the same
 ResNet-20 and CIFAR-10 test images, same settings, same run, with the median perturbation norms side by side.
 
-    python -m benchmarks.attacks [--device cpu|cuda] [--checkpoint PATH] [--n-images 128] [--repeats 2]
+    python -m benchmarks.attacks [--device cpu|cuda] [--checkpoint ZOO_NAME|PATH] [--n-images 128] [--repeats 2]
                                  [--out PATH]
 
 Settings (docs/method.md §2, foolbox's defaults, equal for every library): PGD ε = 8/255, 40 steps of 0.01/0.3·ε from a
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.common import DEFAULT_CHECKPOINT, cifar10_root, cifar10_tensors, load_classifier, write_json
+from benchmarks.common import DEFAULT_MODEL, cifar10_root, cifar10_tensors, load_classifier, write_json
 from freqmaps.attacks import PGD, Attack, DeepFool, FMN, attack_report
 from freqmaps.inputs import frozen_eval
 
@@ -124,7 +124,7 @@ def norms(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tenso
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL, help="a zoo model name or a .ckpt path")
     parser.add_argument("--n-images", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds after the warm-up round")
     parser.add_argument("--out", default=None)

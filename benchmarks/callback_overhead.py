@@ -2,7 +2,7 @@
 
     python -m benchmarks.callback_overhead [--parts default cifar warmstart] [--epochs 3] [--train-images N]
         [--probe-size 512] [--min-steps 500] [--max-steps 5000] [--warm-min-steps 50] [--num-workers 2]
-        [--checkpoint PATH] [--warmup-epochs 0] [--cifar-root data/cifar10] [--out PATH]
+        [--checkpoint ZOO_NAME|PATH] [--warmup-epochs 0] [--cifar-root data/cifar10] [--out PATH]
 
 default: the whole default job (`python train.py fit --config configs/default.yaml`: 8 epochs on the digits and
   the test after fit) with its callbacks, then the same config with the two callbacks removed (the baseline),
@@ -41,7 +41,7 @@ import lightning as L
 import torch
 import yaml
 
-from benchmarks.common import DEFAULT_CHECKPOINT, REPO, bare_trainer, cifar10_root, load_classifier, write_json
+from benchmarks.common import DEFAULT_MODEL, REPO, bare_trainer, cifar10_root, load_classifier, write_json
 from callbacks.probe import ProbeCallback
 from freqmaps.maps import MapSettings
 
@@ -300,9 +300,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=5000)
     parser.add_argument("--warm-min-steps", type=int, default=50)
     parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None,
-                        help="cifar: start from this Lightning checkpoint's network (default: "
-                             "checkpoints/resnet20_cifar10_jpeg.ckpt when it exists)")
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL,
+                        help="cifar: start from this zoo model's (or Lightning checkpoint's) network")
     parser.add_argument("--warmup-epochs", type=int, default=0, help="cifar: epochs trained without the callbacks "
                                                                       "before the timed ones")
     parser.add_argument("--cifar-root", type=Path, default=REPO / "data" / "cifar10")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_ENV = "FREQMAPS_CIFAR10"  # a CIFAR-10 image folder, or a .tar.gz of one
 DEFAULT_CIFAR10_ROOT = REPO / "data" / "cifar10"
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "resnet20_cifar10_jpeg.ckpt"
+DEFAULT_MODEL = "cifar10_resnet20"  # a zoo entry: the benchmarks run on a fresh clone with no training
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -73,17 +73,11 @@ def cifar10_tensors(root: Path, split: str = "test", n: int | None = None,
     return take(dataset, seeded_indices(len(dataset), n or len(dataset), seed))
 
 
-def load_classifier(checkpoint: Path = DEFAULT_CHECKPOINT) -> nn.Module:
-    """The network inside a Lightning checkpoint written by `python train.py fit` (eval mode, CPU)."""
-    from lightning_modules.checkpoint import load_network
+def load_classifier(model: str | Path = DEFAULT_MODEL) -> nn.Module:
+    """A zoo model by name or the network of a `train.py` checkpoint (lightning_modules.load_classifier); CPU."""
+    from lightning_modules.checkpoint import load_classifier as load
 
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {checkpoint}; train one with\n  python train.py fit --config "
-            "configs/cifar10_resnet20.yaml --data.root data/cifar10 --trainer.max_epochs 3\n"
-            f"and copy its last.ckpt to {checkpoint}"
-        )
-    return load_network(checkpoint)
+    return load(model)
 
 
 def bare_trainer(**overrides) -> L.Trainer:

@@ -2,7 +2,7 @@
 loop as in the paper's code (torch.optim.Adam on one mask, the same loss and stopping rule), same model, same
 images (correctly classified CIFAR-10 test images), same run.
 
-    python -m benchmarks.maps [--checkpoint PATH] [--n 64] [--baseline-n 6] [--batch-size 64]
+    python -m benchmarks.maps [--checkpoint ZOO_NAME|PATH] [--n 64] [--baseline-n 6] [--batch-size 64]
                               [--stability-n 24] [--threads T] [--max-steps 5000] [--out PATH]
 
 Also reports
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import DEFAULT_CHECKPOINT, best_time, cifar10_root, cifar10_tensors, load_classifier, write_json
+from benchmarks.common import DEFAULT_MODEL, best_time, cifar10_root, cifar10_tensors, load_classifier, write_json
 from freqmaps.maps import MapSettings, essential_maps
 
 
@@ -79,7 +79,7 @@ def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL, help="a zoo model name or a .ckpt path")
     parser.add_argument("--n", type=int, default=64, help="images the batched solver maps")
     parser.add_argument("--baseline-n", type=int, default=6, help="images the one-at-a-time loop maps")
     parser.add_argument("--batch-size", type=int, default=64, help="the batched solver's working batch")

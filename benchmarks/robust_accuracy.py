@@ -1,8 +1,8 @@
 """Clean and PGD accuracy of trained checkpoints on the same CIFAR-10 test images, side by side.
 
-    python -m benchmarks.robust_accuracy CKPT [CKPT ...] [--n 2000] [--steps 20] [--eps 8/255 as 0.0314]
+    python -m benchmarks.robust_accuracy MODEL [MODEL ...] [--n 2000] [--steps 20] [--eps 8/255 as 0.0314]
 
-Any checkpoint written by `python train.py fit` (standard, adversarially trained, frequency-masked: the mask is
+MODEL: a zoo model name (`python -m freqmaps.zoo list`) or any checkpoint written by `python train.py fit` (standard, adversarially trained, frequency-masked: the mask is
 part of the model, so the attack sees it). PGD L-inf with random start (seeded), step 2/255. Writes
 benchmarks/results/robust_accuracy.json.
 """
@@ -25,7 +25,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("checkpoints", nargs="+", help="zoo model names or .ckpt paths")
     parser.add_argument("--n", type=int, default=2000, help="test images (seeded draw)")
     parser.add_argument("--eps", type=float, default=8 / 255)
     parser.add_argument("--steps", type=int, default=20)

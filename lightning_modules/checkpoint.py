@@ -87,3 +87,17 @@ def load_network(checkpoint: str | Path, map_location: str | torch.device = "cpu
     weights = {k: v for k, v in state.items() if k.startswith(("network.", "input_filter."))}
     model.load_state_dict(weights if description is not None else renamed(weights, {"network.": ""}))
     return model.to(map_location).eval()
+
+
+def load_classifier(source: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A zoo model by name (`python -m freqmaps.zoo list`; hash-checked, never unpickled) or the network of a
+    checkpoint written by `python train.py fit` (a path); eval mode, on `map_location`."""
+    from freqmaps.zoo import entries, load_model
+
+    names = [item["name"] for item in entries()]
+    if str(source) in names:
+        return load_model(str(source), map_location=map_location)
+    if not Path(source).is_file():
+        raise UserInputError(f"{source} is neither a zoo model ({', '.join(names)}) nor a checkpoint file; pass a zoo "
+                             "name or the .ckpt that `python train.py fit` wrote")
+    return load_network(source, map_location)

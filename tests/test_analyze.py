@@ -112,4 +112,20 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
          str(tmp_path / "nope.ckpt")], capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert result.returncode == 1
-    assert "error: no checkpoint at" in result.stderr and "Traceback" not in result.stderr
+    assert "nope.ckpt is neither a zoo model (cifar10_resnet20, digits_small_cnn" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_study_runs_on_a_zoo_model_by_name(tmp_path):
+    """A fresh clone's study: the zoo's digits model by name (the config's default), no training."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "analyze.py"), "--config", str(CONFIG), "--images", "16",
+         "--class_map_images", "0", "--maps.min_steps", "0", "--maps.max_steps", "30", "--permutations", "0",
+         "--output_dir", str(tmp_path / "out"), "--wandb_project", "null", "--progress", "false"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["checkpoint"] == "digits_small_cnn"
+    rows = {row["attack"]: row for row in results["rows"]}
+    assert rows["PGD-linf"]["images"] == 16 and rows["PGD-linf"]["clean_acc"] >= 14 / 16  # the zoo model's 98%
