@@ -24,7 +24,8 @@ from typing import Literal
 import torch
 
 from freqmaps.correlation import (
-    _chunk_rows, _check_pair, _nearest_two, _twonn_fit, cka, squared_distances, standardize_rows, svcca,
+    _check_pair, _chunk_rows, _nearest_two, _twonn_fit, cka, pair_cosines, squared_distances, standardize_rows,
+    svcca,
 )
 from freqmaps.errors import UserInputError
 
@@ -107,24 +108,10 @@ def bootstrap_idcor(A: torch.Tensor, E: torch.Tensor, resamples: int = 1000, lev
     searches of the matrices computed once. BCa's jackknife costs n more.
     """
     _check_pair(A, E)
-    _check_level(level)
     D_a = squared_distances(standardize_rows(A))
     D_e = squared_distances(standardize_rows(E))
-    n = len(A)
-    estimate = _idcor_from(D_a, D_e, torch.arange(n, device=A.device), fraction)
-    draws = resample_indices(n, resamples, seed).to(A.device)
-    values = torch.tensor([_idcor_from(D_a, D_e, b, fraction) for b in draws], dtype=torch.float64)
-
-    def jackknife() -> torch.Tensor:
-        keep = torch.ones(n, dtype=torch.bool, device=A.device)
-        out = []
-        for i in range(n):
-            keep[i] = False
-            out.append(_idcor_from(D_a, D_e, keep.nonzero().flatten(), fraction))
-            keep[i] = True
-        return torch.tensor(out, dtype=torch.float64)
-
-    return _interval(estimate, values, jackknife, level, method)
+    return _bootstrap_rows(lambda b: _idcor_from(D_a, D_e, b, fraction), len(A), A.device, resamples, level,
+                           method, seed)
 
 
 def _bootstrap_rows(statistic: Callable[[torch.Tensor], float], n: int, device: torch.device, resamples: int,
@@ -160,13 +147,7 @@ def bootstrap_cosine(A: torch.Tensor, E: torch.Tensor, resamples: int = 1000, le
                      method: Method = "percentile", seed: int = 0) -> Interval:
     """Confidence interval for the mean paired cosine of rows of A and E, both (n, d)."""
     _check_pair(A, E)
-    if A.shape != E.shape:
-        raise UserInputError(f"paired cosine needs A and E of equal shape, got {tuple(A.shape)} and {tuple(E.shape)}")
-    A64, E64 = A.double(), E.double()
-    norms = A64.norm(dim=1) * E64.norm(dim=1)
-    if (norms == 0).any():
-        raise UserInputError("cosine is undefined for an all-zero row of A or E; drop it")
-    cosines = (A64 * E64).sum(1) / norms
+    cosines = pair_cosines(A, E)
     return _bootstrap_rows(lambda b: float(cosines[b].mean()), len(A), A.device, resamples, level, method, seed)
 
 

@@ -369,8 +369,8 @@ class CosineResult:
     std: float
 
 
-def paired_cosine(A: torch.Tensor, E: torch.Tensor) -> CosineResult:
-    """A, E: (n, d) paired rows (raw maps, no standardisation) -> CosineResult of the n cosines."""
+def pair_cosines(A: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    """A, E: (n, d) paired rows (raw maps, no standardisation) -> (n,) float64, the cosine of each pair."""
     if A.dim() != 2 or A.shape != E.shape:
         raise UserInputError(f"paired cosine needs two (n, d) tensors of equal shape, got {tuple(A.shape)} "
                              f"and {tuple(E.shape)}")
@@ -379,7 +379,12 @@ def paired_cosine(A: torch.Tensor, E: torch.Tensor) -> CosineResult:
     if (norms == 0).any():
         raise UserInputError(f"cosine is undefined for an all-zero row: rows "
                              f"{torch.nonzero(norms == 0).flatten().tolist()[:10]} of A or E; drop them")
-    cos = (A * E).sum(1) / norms
+    return (A * E).sum(1) / norms
+
+
+def paired_cosine(A: torch.Tensor, E: torch.Tensor) -> CosineResult:
+    """A, E: (n, d) paired rows (raw maps, no standardisation) -> CosineResult of the n cosines."""
+    cos = pair_cosines(A, E)
     return CosineResult(float(cos.mean()), float(cos.std(correction=0)))
 
 

@@ -49,6 +49,7 @@ from freqmaps.class_maps import predict
 from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.filters import FilteredNetwork, FrequencyMaskFilter, InputFilter
 from freqmaps.models import create_model
+from freqmaps.sampling import seeded_indices
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ZOO = REPO / "zoo"
@@ -345,8 +346,8 @@ class ZooEvaluation:
 
 def subset_indices(n: int, size: int = SUBSET_SIZE, seed: int = SUBSET_SEED) -> torch.Tensor:
     """min(size, n) distinct indices of range(n) drawn with `seed`, ascending: (k,) int64. The whole set
-    when it has at most `size` images."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    when it has at most `size` images (`freqmaps.sampling.seeded_indices`, the project's one seeded draw)."""
+    return seeded_indices(n, min(size, n), seed)
 
 
 def _device(model: nn.Module) -> torch.device:
