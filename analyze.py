@@ -68,7 +68,7 @@ def analyze(
         output_dir: the results folder.
         images: clean images drawn from `split` with `seed` (the draw of the callbacks' probe).
         maps: the essential/adversarial map solver (the paper's: lam 0.5 at 32 px, lr 0.01, 500/5000 steps), the
-            same knobs as FrequencyMapsCallback's `maps`.
+            same knobs as FrequencyMapsCallback's `maps`; `solver: fast` for the fast rule (README "Two solvers").
         permutations: IdCor's permutation test.
         seed: image draw, attack random starts (chunk k: seed + k), IdCor permutations.
         pool_kernel: max-pool before correlating (None: the paper's). active_threshold: a map entry above it

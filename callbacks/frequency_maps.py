@@ -3,7 +3,6 @@ frequency maps, their correlation) on a fixed probe set, logged to W&B (docs/met
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -37,7 +36,7 @@ class FrequencyMapsCallback(ProbeCallback):
     Each probe batch is one `analyse_images` call (its attack seeded with seed + batch number); the batches are
     gathered, and rank zero concludes. With `warm_start`, a map starts from the previous analysis' map of the same
     stage, image and target class (`freqmaps.maps`: it may stop after `warm_min_steps`, at most `min_steps`
-    steps, then goes on under the full rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
+    (`fast_min_steps`) steps, then goes on under the full rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
 
     Args:
         probe_size: probe images (a seeded draw from the stage's dataset, the same every epoch).
@@ -45,6 +44,7 @@ class FrequencyMapsCallback(ProbeCallback):
         batch_size: probe images attacked and solved together; the unit dealt to the processes under DDP.
         attack: any `freqmaps.attacks` attack (default: FMN, L-inf, the paper's).
         maps: the map solver (`freqmaps.maps.MapSettings`; its batch_size is the solver's working batch).
+            Default: the fast rule (`solver: fast`), made to be left on; `solver: paper` for the paper's.
         warm_start, warm_min_steps: warm start from the previous analysis, and its minimum steps.
         permutations: IdCor's permutation test. pool_kernel: max-pool before correlating (None: the paper's).
         active_threshold: a map entry above it counts as a frequency kept (for the sparsity metrics).
@@ -59,7 +59,7 @@ class FrequencyMapsCallback(ProbeCallback):
         every_n_epochs: int = 1,
         batch_size: int = 256,
         attack: Attack | None = None,
-        maps: MapSettings = MapSettings(),
+        maps: MapSettings = MapSettings(solver="fast"),
         warm_start: bool = True,
         warm_min_steps: int = 50,
         permutations: int = 100,
@@ -91,7 +91,7 @@ class FrequencyMapsCallback(ProbeCallback):
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
         settings = self.maps
         if trainer.fast_dev_run:
-            settings = replace(settings, min_steps=0, max_steps=FAST_DEV_RUN_STEPS)
+            settings = settings.capped(FAST_DEV_RUN_STEPS)
         device = pl_module.device
         batches = {
             number: analyse_images(

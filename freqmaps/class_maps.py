@@ -142,6 +142,8 @@ def class_maps(
     is the number of images per forward pass. progress: a tqdm bar of classes stopped / classes with images.
     """
     s = resolve_settings(settings, overrides, CLASS_MAP_SETTINGS)
+    if s.fast:
+        raise UserInputError("class maps are solved by the paper's rule only: set solver to 'paper'")
     check_images(x)
     check_images(x_adv, "x_adv")
     if x_adv.shape != x.shape:

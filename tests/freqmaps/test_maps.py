@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from torch import nn
 
 from benchmarks.maps import loop_map
 from freqmaps.errors import UserInputError
@@ -15,21 +14,8 @@ from freqmaps.figures import radial_profiles, write_map_figures
 from freqmaps.fourier import apply_mask, ifftshift2
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
 
-# A small deterministic problem in float64: a BatchNorm-free conv net, 16x16 one-channel images.
+# The settings of the `tiny` problem (tests/freqmaps/conftest.py).
 TINY = dict(lam=0.002, min_steps=50, max_steps=400, tol=1e-5, progress=False)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
-                          nn.Linear(8 * 8 * 8, 3)).double().eval()
-    x = torch.rand(6, 1, 16, 16, dtype=torch.float64)
-    with torch.no_grad():
-        model[-1].bias -= model(x).mean(0)  # centre the logits over the batch, so the images get different labels
-        y = model(x).argmax(1)
-    assert len(y.unique()) > 1
-    return model, x, y
 
 
 def paper_loop(model, x, y, lam, min_steps, max_steps, tol):
