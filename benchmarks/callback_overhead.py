@@ -1,7 +1,8 @@
 """What the per-epoch analysis callbacks cost: their share of epoch time, and solver steps warm versus cold.
 
     python -m benchmarks.callback_overhead [--parts default cifar warmstart] [--epochs 3] [--train-images N]
-        [--probe-size 512] [--min-steps 500] [--max-steps 5000] [--warm-min-steps 50] [--num-workers 2]
+        [--probe-size 512] [--solver fast|paper] [--autocast] [--min-steps 500] [--max-steps 5000]
+        [--warm-min-steps 20] [--num-workers 2]
         [--checkpoint ZOO_NAME|PATH] [--warmup-epochs 0] [--cifar-root data/cifar10] [--out PATH]
 
 default: the whole default job (`python train.py fit --config configs/default.yaml`: 8 epochs on the digits and
@@ -17,9 +18,10 @@ cifar: ResNet-20 on CIFAR-10 (configs/cifar10_resnet20.yaml's model, data and ca
   trained `--warmup-epochs` more epochs without the callbacks (a model past its first epochs changes less
   between analyses, as over most of a 200-epoch run). Built without the CLI and without a logger, so it also
   runs where W&B and jsonargparse are not installed. On a CPU, cap it: `--train-images` (training images per epoch),
-  `--probe-size`, `--min-steps` / `--max-steps` (the solver; the paper's rule is 500 / 5000).
+  `--probe-size`; `--solver` (the fast rule by default, as the configs' callbacks), `--min-steps` /
+  `--max-steps` (the paper rule's, 500 / 5000).
 warmstart: the default job's model and data for its 8 epochs (cosine decay), with configs/default.yaml's
-  FrequencyMapsCallback under the paper's stopping rule (`--min-steps`, `--max-steps`, `--warm-min-steps`) after
+  FrequencyMapsCallback under `--solver` (`--min-steps`, `--max-steps` for the paper's; `--warm-min-steps`) after
   epochs 4 and 8, beside its cold twin: solver steps and seconds of the epoch-8 analysis, warm versus cold.
 
 Writes benchmarks/results/callback_overhead.json.
@@ -161,8 +163,8 @@ def cifar_callbacks(args: argparse.Namespace) -> list[L.Callback]:
     """configs/cifar10_resnet20.yaml's two callbacks at a --probe-size probe every epoch, plus the cold twin."""
     specs = {c["class_path"]: c for c in callback_specs(REPO / "configs" / "cifar10_resnet20.yaml")}
     common = {"probe_size": args.probe_size, "every_n_epochs": 1}
-    solver = {"min_steps": args.min_steps, "max_steps": args.max_steps, "warm_min_steps": args.warm_min_steps,
-              "log_artifact": False}
+    solver = {"solver": args.solver, "autocast": args.autocast, "min_steps": args.min_steps,
+              "max_steps": args.max_steps, "warm_min_steps": args.warm_min_steps, "log_artifact": False}
     maps_spec = specs["callbacks.FrequencyMapsCallback"]
     robust_spec = specs["callbacks.RobustAccuracyCallback"]
     warm = maps_callback(maps_spec, **common, **solver)
@@ -267,8 +269,8 @@ def warmstart_part(args: argparse.Namespace) -> dict:
 
     (spec,) = [c for c in callback_specs(REPO / "configs" / "default.yaml")
                if c["class_path"] == "callbacks.FrequencyMapsCallback"]
-    changes = {"every_n_epochs": 4, "min_steps": args.min_steps, "max_steps": args.max_steps,
-               "warm_min_steps": args.warm_min_steps}
+    changes = {"every_n_epochs": 4, "solver": args.solver, "autocast": args.autocast, "min_steps": args.min_steps,
+               "max_steps": args.max_steps, "warm_min_steps": args.warm_min_steps}
     warm = maps_callback(spec, **changes)
     cold = maps_callback(spec, **changes, warm_start=False, name="freqmaps_cold")
     L.seed_everything(0)
@@ -296,9 +298,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="cifar: epochs (>= 2 for the warm-start ratio)")
     parser.add_argument("--train-images", type=int, default=None, help="cifar: cap on training images per epoch")
     parser.add_argument("--probe-size", type=int, default=512)
-    parser.add_argument("--min-steps", type=int, default=500)
-    parser.add_argument("--max-steps", type=int, default=5000)
-    parser.add_argument("--warm-min-steps", type=int, default=50)
+    parser.add_argument("--solver", choices=("paper", "fast"), default="fast",
+                        help="cifar, warmstart: the map solver (default.yaml's own for the default part)")
+    parser.add_argument("--autocast", action="store_true", help="cifar, warmstart: bf16 autocast in the solver")
+    parser.add_argument("--min-steps", type=int, default=500, help="cifar, warmstart: the paper rule's")
+    parser.add_argument("--max-steps", type=int, default=5000, help="cifar, warmstart: the paper rule's")
+    parser.add_argument("--warm-min-steps", type=int, default=20)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--checkpoint", default=DEFAULT_MODEL,
                         help="cifar: start from this zoo model's (or Lightning checkpoint's) network")

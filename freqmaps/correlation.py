@@ -382,6 +382,13 @@ def pair_cosines(A: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     return (A * E).sum(1) / norms
 
 
+def map_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row cosine (n,) float64 of two map sets a, b: (n, ...); 1 where both maps are zero, 0 where one is."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    both_zero = (a.norm(dim=1) == 0) & (b.norm(dim=1) == 0)
+    return torch.where(both_zero, 1.0, F.cosine_similarity(a, b, dim=1))
+
+
 def paired_cosine(A: torch.Tensor, E: torch.Tensor) -> CosineResult:
     """A, E: (n, d) paired rows (raw maps, no standardisation) -> CosineResult of the n cosines."""
     cos = pair_cosines(A, E)

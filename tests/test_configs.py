@@ -2,7 +2,8 @@
 
 tests/frozen_configs/<name>.yaml is what `python train.py fit --config configs/<name>.yaml --print_config` printed
 before the configs were composed, the training modes became objectives and input filters, and the map solver's
-knobs moved into FrequencyMapsCallback's `maps:` section. `upgraded` renames those keys explicitly; an init
+knobs moved into FrequencyMapsCallback's `maps:` section (and that callback moved to the fast map rule).
+`upgraded` renames those keys explicitly; an init
 argument a class gained since then must hold its default; every other value must be equal."""
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ def frequency_maps_callback(args: dict) -> dict:
     its Adam betas and eps were MapSettings' defaults then."""
     solver = {key: args.pop(key) for key in SOLVER_KEYS}
     return {**args, "maps": {**solver, "batch_size": args["batch_size"], "betas": [0.9, 0.999], "eps": 1e-08}}
+
+
+FAST_RULE = {"solver": "fast", "time_scale": 1.75, "fast_min_steps": 85, "fast_max_steps": 500, "change_window": 5,
+             "change_tol": 0.03, "autocast": False}
+
+
+def fast_rule(args: dict) -> dict:
+    """The per-epoch analyses moved to the fast map rule: its knobs join `maps`, whose paper-rule knobs are then the
+    paper's 500 / 5000 steps (unused under the fast rule), and warm-started maps may stop after 20 steps."""
+    return {**args, "maps": {**args["maps"], "min_steps": 500, "max_steps": 5000, **FAST_RULE},
+            "warm_min_steps": 20}
 
 
 def classifier(class_name: str, args: dict) -> dict:
@@ -76,7 +88,7 @@ def upgraded(frozen: dict) -> dict:
     config = copy.deepcopy(frozen)
     for callback in config["trainer"]["callbacks"]:
         if callback["class_path"] == "callbacks.FrequencyMapsCallback":
-            callback["init_args"] = frequency_maps_callback(callback["init_args"])
+            callback["init_args"] = fast_rule(frequency_maps_callback(callback["init_args"]))
     model = config["model"]
     model["init_args"] = classifier(model["class_path"].rpartition(".")[2], model["init_args"])
     model["class_path"] = "lightning_modules.StandardClassifier"
@@ -102,5 +114,8 @@ def test_upgrade_maps_the_renamed_keys():
     old = yaml.safe_load((REPO / "tests" / "frozen_configs" / "default.yaml").read_text())
     (maps,) = [c["init_args"] for c in upgraded(old)["trainer"]["callbacks"]
                if c["class_path"] == "callbacks.FrequencyMapsCallback"]
-    assert maps["maps"]["lam"] == 0.1 and maps["maps"]["max_steps"] == 100 and maps["maps"]["batch_size"] == 64
+    assert maps["maps"]["lam"] == 0.1 and maps["maps"]["batch_size"] == 64 and maps["maps"]["solver"] == "fast"
+    (before,) = [c["init_args"] for c in old["trainer"]["callbacks"]
+                 if c["class_path"] == "callbacks.FrequencyMapsCallback"]
+    assert before["max_steps"] == 100 and maps["maps"]["max_steps"] == 5000  # the paper rule's, unused under fast
     assert not set(SOLVER_KEYS) & set(maps)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.maps import cosines
 from freqmaps.class_maps import class_maps
+from freqmaps.correlation import map_cosines
 from freqmaps.errors import UserInputError
 from freqmaps.maps import MapSettings, essential_maps
 
@@ -89,7 +89,7 @@ def test_fast_rule_finds_the_planted_frequencies_like_the_paper_rule(synthetic_c
         assert used.sum() >= 5
         assert ((off_dc * test.planted[y]).sum((1, 2))[used] / mass[used]).min() > 0.95
         assert (off_dc * test.planted[(y + 1) % 4]).sum() < 0.01 * mass.sum()
-    cosine = cosines(fast.maps, paper.maps)  # 1 where both maps are zero (the class of the black image)
+    cosine = map_cosines(fast.maps, paper.maps)  # 1 where both maps are zero (the class of the black image)
     assert cosine.min() > 0.9 and cosine.median() > 0.97, cosine.tolist()
     assert fast.steps.sum() * 4 < paper.steps.sum()
 

@@ -1,0 +1,113 @@
+"""Map stability: do two models trained alike (other seeds) need the same frequencies for the same image?
+
+For every image both models classify correctly, the essential map of model A is compared with model B's
+(per-image cosine, "between seeds") and with model A's own map solved again from a start jittered by up to
+`jitter` below 1 ("within seed": how much of a map is the solver's path rather than the model). Maps of
+models that share a frequency bias agree between seeds about as well as within a seed.
+
+    python -m freqmaps.stability MODEL_A MODEL_B [--images 256] [--solver paper|fast] [--data-root DIR]
+                                 [--jitter 0.01] [--seed 0] [--out stability.json]
+
+MODEL_A / MODEL_B: zoo names (`python -m freqmaps.zoo list`); both must use the same test data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from freqmaps.class_maps import predict
+from freqmaps.correlation import map_cosines
+from freqmaps.errors import UserInputError, exit_on_user_error
+from freqmaps.maps import MapProblem, MapSettings, solve_maps
+from freqmaps.sampling import seeded_indices, seeded_rng
+
+
+@dataclass
+class Stability:
+    """index: (n,) the images both models classify correctly; between: (n,) cosine of model A's and model B's
+    essential maps; within: (n,) cosine of model A's maps from ones and from the jittered start; kept: (n, 3)
+    bool, each of the three maps kept (A, B, A jittered); settings: the MapSettings as a dict."""
+
+    index: torch.Tensor
+    between: torch.Tensor
+    within: torch.Tensor
+    kept: torch.Tensor
+    settings: dict
+
+    def scalars(self) -> dict[str, float]:
+        """Median, 10th percentile and mean of both cosines, over the images all three maps of were kept."""
+        rows = self.kept.all(1)
+        out: dict[str, float] = {"images": len(self.index), "images_kept": int(rows.sum())}
+        for name in ("between", "within"):
+            values = getattr(self, name)[rows]
+            out |= {f"{name}_median": values.median().item(), f"{name}_p10": values.quantile(0.1).item(),
+                    f"{name}_mean": values.mean().item()} if len(values) else {}
+        return out
+
+
+def map_stability(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  settings: MapSettings | None = None, *, jitter: float = 0.01, seed: int = 0,
+                  progress: bool = True) -> Stability:
+    """Essential maps of x: (n, C, H, W) in [0, 1] with labels y: (n,) under both models (same settings),
+    and model A's again from ones minus U(0, jitter) noise (seeded); see the module docstring."""
+    if not 0 < jitter < 1:
+        raise UserInputError(f"jitter must be in (0, 1), got {jitter}")
+    settings = settings or MapSettings()
+    both = (predict(model_a, x, settings.batch_size) == y) & (predict(model_b, x, settings.batch_size) == y)
+    x, y, index = x[both], y[both], both.nonzero().squeeze(1).cpu()
+    with seeded_rng(x.device, seed):
+        start = 1 - jitter * torch.rand(x.shape, device=x.device, dtype=x.dtype)
+    a, again = solve_maps(model_a, [MapProblem("essential", x, y, index=index),
+                                    MapProblem("essential", x, y, index=index, init=start)], settings,
+                          progress=progress)
+    (b,) = solve_maps(model_b, [MapProblem("essential", x, y, index=index)], settings, progress=progress)
+    return Stability(index, map_cosines(a.maps, b.maps), map_cosines(a.maps, again.maps),
+                     torch.stack([a.kept, b.kept, again.kept], 1), asdict(settings))
+
+
+def _test_images(name: str, data_root: str | None, images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from freqmaps.zoo import entry, load_test_split
+
+    dataset = load_test_split(entry(name), data_root)
+    rows = seeded_indices(len(dataset), images, seed)
+    pairs = [dataset[int(i)] for i in rows]
+    return torch.stack([x for x, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_a")
+    parser.add_argument("model_b")
+    parser.add_argument("--images", type=int, default=256, help="test images drawn with --seed")
+    parser.add_argument("--solver", choices=("paper", "fast"), default="paper")
+    parser.add_argument("--batch-size", type=int, default=256, help="the solver's working batch")
+    parser.add_argument("--jitter", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the scalars and per-image cosines as JSON")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        from freqmaps.zoo import load_model
+
+        a, b = load_model(args.model_a), load_model(args.model_b)
+        x, y = _test_images(args.model_a, args.data_root, args.images, args.seed)
+        start = time.perf_counter()
+        result = map_stability(a, b, x, y, MapSettings(solver=args.solver, batch_size=args.batch_size),
+                               jitter=args.jitter, seed=args.seed)
+        scalars = {**result.scalars(), "seconds": time.perf_counter() - start}
+    print(json.dumps(scalars, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps({"models": [args.model_a, args.model_b], "args": vars(args) | {"out": str(args.out)},
+                                        "scalars": scalars, "index": result.index.tolist(),
+                                        "between": result.between.tolist(), "within": result.within.tolist(),
+                                        "kept": result.kept.tolist(), "settings": result.settings}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
