@@ -38,7 +38,7 @@ def small_config(folder: Path, with_callbacks: bool = True, every_n_epochs: int 
             callback["init_args"] |= {"probe_size": 40, "batch_size": 16, "every_n_epochs": every_n_epochs}
             callback["init_args"]["attack"]["init_args"]["steps"] = 5
             if callback["class_path"] == "callbacks.FrequencyMapsCallback":
-                callback["init_args"]["maps"] |= {"min_steps": 10, "max_steps": 30}
+                callback["init_args"]["maps"] |= {"fast_min_steps": 10, "fast_max_steps": 30}
                 callback["init_args"] |= {"warm_min_steps": 5, "permutations": 20, "log_artifact": True}
         kept.append(callback)
     config = {"trainer": {"callbacks": kept}}
