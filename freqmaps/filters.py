@@ -9,7 +9,6 @@ attack). Each filter carries only its own arguments and is described as plain da
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 from abc import ABC, abstractmethod
 
@@ -40,12 +39,14 @@ class InputFilter(nn.Module, ABC):
 
     @staticmethod
     def from_description(description: dict) -> InputFilter:
-        """The filter a `description()` describes; UserInputError if it names no InputFilter."""
+        """The filter a `description()` describes (read from a checkpoint or a zoo manifest); UserInputError if it
+        names no InputFilter of this module. Only this module's classes are looked up (an allow-list): nothing a
+        file names is imported."""
         module, _, name = str(description.get("class_path", "")).rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise UserInputError(f"input filter {description!r} names no importable class ({error})") from error
+        cls = globals().get(name) if module == __name__ else None
+        if cls is None:
+            raise UserInputError(f"input filter {description.get('class_path')!r}: a saved model may name only the "
+                                 f"input filters of {__name__}")
         if not (isinstance(cls, type) and issubclass(cls, InputFilter)):
             raise UserInputError(f"input filter {description['class_path']} is not a freqmaps.filters.InputFilter")
         return cls(**description.get("init_args", {}))

@@ -92,22 +92,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the scalars and per-image cosines as JSON")
     args = parser.parse_args(argv)
-    with exit_on_user_error():
-        from freqmaps.zoo import load_model
+    exit_on_user_error(lambda: _run(args))
 
-        a, b = load_model(args.model_a), load_model(args.model_b)
-        x, y = _test_images(args.model_a, args.data_root, args.images, args.seed)
-        start = time.perf_counter()
-        result = map_stability(a, b, x, y, MapSettings(solver=args.solver, batch_size=args.batch_size),
-                               jitter=args.jitter, seed=args.seed)
-        scalars = {**result.scalars(), "seconds": time.perf_counter() - start}
+
+def _run(args: argparse.Namespace) -> None:
+    from freqmaps.zoo import load_model
+
+    a, b = load_model(args.model_a), load_model(args.model_b)
+    x, y = _test_images(args.model_a, args.data_root, args.images, args.seed)
+    start = time.perf_counter()
+    result = map_stability(a, b, x, y, MapSettings(solver=args.solver, batch_size=args.batch_size),
+                           jitter=args.jitter, seed=args.seed)
+    scalars = {**result.scalars(), "seconds": time.perf_counter() - start}
     print(json.dumps(scalars, indent=1))
     if args.out:
-        args.out.write_text(json.dumps({"models": [args.model_a, args.model_b], "args": vars(args) | {"out": str(args.out)},
-                                        "scalars": scalars, "index": result.index.tolist(),
-                                        "between": result.between.tolist(), "within": result.within.tolist(),
-                                        "kept": result.kept.tolist(), "settings": result.settings}, indent=1))
-
+        args.out.write_text(json.dumps({
+            "models": [args.model_a, args.model_b], "args": {**vars(args), "out": str(args.out)},
+            "scalars": scalars, "index": result.index.tolist(), "between": result.between.tolist(),
+            "within": result.within.tolist(), "kept": result.kept.tolist(), "settings": result.settings,
+        }, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ Command line (`python -m freqmaps.zoo --help`):
 
 The zoo directory is `zoo/` at the repository root, or `$FREQMAPS_ZOO`, or the `directory` argument / `--zoo`.
 Weights are read with safetensors only (nothing is unpickled), after their sha256 is checked against the
-manifest. Exporting reads a `train.py` checkpoint with `torch.load(weights_only=True)` (checkpoints in the
+manifest. Exporting reads a `train.py` checkpoint with `read_checkpoint` (`torch.load(weights_only=True)`; checkpoints in the
 layout of the classes that objectives and input filters replaced through `lightning_modules.checkpoint`, imported
 only for them). Evaluation takes models and datasets; only `load_test_split` (the command line's `evaluate`,
 the tests) imports the project's datamodules.
@@ -235,6 +235,32 @@ def _data_description(data: dict | None) -> dict | None:
     return description
 
 
+def read_checkpoint(checkpoint: str | Path) -> tuple[dict, dict, dict]:
+    """(the file's dict, hyper_parameters, state_dict) of a checkpoint written by `python train.py fit`, read weights-only (no
+    pickled object is ever built, so a crafted file cannot run code) and in today's layout (checkpoints of the
+    classes that objectives and input filters replaced go through `lightning_modules.checkpoint.legacy_layout`,
+    imported only for them). A missing, truncated or foreign file raises a one-line UserInputError."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise UserInputError(f"no checkpoint at {path}; train one with `python train.py fit --config "
+                             "configs/<name>.yaml` and pass its .ckpt (by default under outputs/<project>/<run id>/"
+                             "checkpoints/)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UserInputError(f"{path} cannot be read as a weights-only checkpoint ({type(error).__name__}: "
+                             f"{first}); only plain tensors and values are loaded, never pickled objects") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise UserInputError(f"{path} is not a Lightning checkpoint written by train.py (no state_dict/hparams)")
+    hparams, state_dict = ckpt["hyper_parameters"], ckpt["state_dict"]
+    if not any(key.startswith("network.") for key in state_dict):
+        from lightning_modules.checkpoint import legacy_layout
+
+        hparams, state_dict = legacy_layout(path, ckpt)
+    return ckpt, hparams, state_dict
+
+
 def export_checkpoint(
     checkpoint: str | Path, name: str, directory: str | Path | None = None, *, config: str | list[str] | None = None,
     resolved: str | Path | None = None, command: str | None = None, notes: str = "",
@@ -253,19 +279,7 @@ def export_checkpoint(
     path = Path(checkpoint)
     if not NAME_PATTERN.fullmatch(name):
         raise UserInputError(f"zoo name {name!r} must be lower case letters, digits, '_', '-' or '.'")
-    if not path.is_file():
-        raise UserInputError(f"no checkpoint at {path}; pass a .ckpt written by `python train.py fit`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserInputError(f"{path} cannot be read as a weights-only checkpoint ({type(error).__name__})") from error
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise UserInputError(f"{path} is not a Lightning checkpoint written by train.py (no state_dict/hparams)")
-    hparams, state_dict = ckpt["hyper_parameters"], ckpt["state_dict"]
-    if not any(key.startswith("network.") for key in state_dict):
-        from lightning_modules.checkpoint import legacy_layout
-
-        hparams, state_dict = legacy_layout(path, ckpt)
+    ckpt, hparams, state_dict = read_checkpoint(path)
     missing = [k for k in ("model_name", "num_classes", "in_channels", "image_size") if k not in hparams]
     if missing:
         raise UserInputError(f"{path}: hyper-parameters lack {', '.join(missing)}")

@@ -66,19 +66,11 @@ def legacy_layout(path: Path, ckpt: dict) -> tuple[dict, dict]:
 
 def load_network(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The pixels in [0, 1] -> logits model of a `train.py` checkpoint, in eval mode: the registry network, or a
-    `FilteredNetwork` when it was trained behind an input filter."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise UserInputError(
-            f"no checkpoint at {path}; train one with `python train.py fit --config configs/<name>.yaml` and pass "
-            "its .ckpt (by default under outputs/<project>/<run id>/checkpoints/)"
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise UserInputError(f"{path} is not a Lightning checkpoint written by train.py (no state_dict/hparams)")
-    hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-    if not any(key.startswith("network.") for key in state):
-        hparams, state = legacy_layout(path, ckpt)
+    `FilteredNetwork` when it was trained behind an input filter. The file is read weights-only
+    (`freqmaps.zoo.read_checkpoint`): nothing in it is unpickled or imported."""
+    from freqmaps.zoo import read_checkpoint
+
+    _, hparams, state = read_checkpoint(checkpoint)
     # pretrained weights are not fetched again: the checkpoint holds the trained ones
     network = create_model(hparams["model_name"], hparams["num_classes"], hparams["in_channels"],
                            hparams["image_size"])

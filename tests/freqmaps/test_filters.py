@@ -100,9 +100,11 @@ def test_bad_filter_arguments_and_descriptions_fail_clearly():
         LowPass(-1.0)
     with pytest.raises(UserInputError, match=r"\[0, 1\)"):
         FrequencyDropoutFilter(1.5)
+    with pytest.raises(UserInputError, match="may name only the input filters of freqmaps.filters"):
+        InputFilter.from_description({"class_path": "torch.nn.Identity", "init_args": {}})  # never imported
     with pytest.raises(UserInputError, match="not a freqmaps.filters.InputFilter"):
-        InputFilter.from_description({"class_path": "torch.nn.Identity", "init_args": {}})
-    with pytest.raises(UserInputError, match="names no importable class"):
+        InputFilter.from_description({"class_path": "freqmaps.filters.FilteredNetwork", "init_args": {}})
+    with pytest.raises(UserInputError, match="may name only the input filters"):
         InputFilter.from_description({"class_path": "freqmaps.filters.Nope", "init_args": {}})
     with pytest.raises(UserInputError, match="square"):
         LowPass(2.0)(torch.rand(1, 1, 8, 16), nn.Identity())

@@ -145,7 +145,7 @@ def test_export_dropout_is_no_filter_with_a_note(standard_ckpt, tmp_path, digits
                                                "init_args": {"maps_file": "class_maps.pt"}}), "class-map filter"),
     (lambda ckpt, out: legacy(ckpt, out, {"filter": "class_maps", "maps_file": "class_maps.pt"}), "class-map filter"),
     (lambda ckpt, out: with_filter(ckpt, out, {"class_path": "freqmaps.filters.Gaussian", "init_args": {}}),
-     "names no importable class"),
+     "may name only the input filters"),
     (lambda ckpt, out: with_filter(ckpt, out, {"class_path": "freqmaps.filters.InputFilter", "init_args": {}}),
      "cannot be built"),
     (lambda ckpt, out: with_filter(ckpt, out, {"class_path": "freqmaps.filters.FilteredNetwork", "init_args": {}}),
