@@ -22,7 +22,8 @@ from datamodules.base import ImageDataModule
 from freqmaps.analysis import PER_CLASS
 from freqmaps.attacks import Attack
 from freqmaps.class_maps import CLASS_MAP_SETTINGS
-from freqmaps.errors import exit_on_user_error
+from freqmaps.errors import UserInputError, exit_on_user_error
+from freqmaps.inputs import check_model_fits
 from freqmaps.maps import MapSettings
 from freqmaps.report import write_study
 from freqmaps.sampling import seeded_indices, take
@@ -34,6 +35,18 @@ def attack_names(attacks: list[Attack]) -> list[str]:
     """Row names: the attack's class and norm (e.g. FMN-linf), numbered when two would coincide."""
     names = [type(a).__name__ + (f"-{a.norm}" if hasattr(a, "norm") else "") for a in attacks]
     return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def writable_folder(folder: Path) -> None:
+    """Create `folder` and check a file can be written in it, before any compute (UserInputError if not)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserInputError(f"output_dir {folder} is not writable ({error.strerror}); choose another with "
+                             "--output_dir") from None
 
 
 def analyze(
@@ -85,6 +98,11 @@ def analyze(
         progress: progress bars.
     """
     started = time.perf_counter()
+    for name, value, least in (("images", images, 1), ("permutations", permutations, 0),
+                               ("attack_batch_size", attack_batch_size, 1), ("class_map_images", class_map_images, 0)):
+        if value < least:
+            raise UserInputError(f"{name} must be >= {least}, got {value}")
+    writable_folder(output_dir)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     model = load_classifier(checkpoint).to(device)
     data.prepare_data()
@@ -92,6 +110,7 @@ def analyze(
     dataset = data.test_set if split == "test" else data.val_set
     index = seeded_indices(len(dataset), images, seed)
     x, y = take(dataset, index)
+    check_model_fits(model, x, y, f"{type(data).__name__}'s {split} split")
     class_data = None
     if class_map_images:
         class_data = tuple(t.to(device) for t in take(data.val_set, seeded_indices(len(data.val_set),

@@ -11,10 +11,14 @@ from freqmaps.errors import UserInputError
 
 
 def check_images(x: torch.Tensor, name: str = "x") -> None:
-    """x must be a floating (B, C, H, W) tensor with values in [0, 1] (tolerance 1e-6)."""
+    """x must be a floating (B, C, H, W) tensor of finite values in [0, 1] (tolerance 1e-6)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise UserInputError(f"{name} must be a float tensor of shape (B, C, H, W), got {shape}")
+    if x.numel() and not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
+        raise UserInputError(f"{name} holds NaN or infinite pixels (images {bad.tolist()[:10]} of {len(x)}); "
+                             "every pixel must be a finite value in [0, 1]")
     if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
         raise UserInputError(
             f"{name} must hold pixels in [0, 1] (got min {x.min().item():.3g}, max {x.max().item():.3g}); "
@@ -27,6 +31,27 @@ def check_labels(y: torch.Tensor, batch: int, name: str = "y") -> None:
     if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != (batch,):
         shape = (tuple(y.shape), y.dtype) if isinstance(y, torch.Tensor) else type(y).__name__
         raise UserInputError(f"{name} must be an int64 tensor of shape ({batch},), got {shape}")
+
+
+def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: str = "the data") -> None:
+    """The model must take images shaped like x: (n, C, H, W) (its first convolution's input channels equal C,
+    one forward pass on x[:1] runs) and give a logit for every label of y: (n,); UserInputError naming both."""
+    check_images(x)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d) and first.in_channels != x.shape[1]:
+        raise UserInputError(f"the model takes {first.in_channels}-channel images, {data} has {x.shape[1]} "
+                             f"channels ({tuple(x.shape[1:])}): analyse it on the data it was trained on")
+    device = next(model.parameters(), x).device
+    with frozen_eval(model), torch.no_grad():
+        try:
+            logits = model(x[:1].to(device))
+        except RuntimeError as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            raise UserInputError(f"the model does not take {data}'s images {tuple(x.shape[1:])} "
+                                 f"({first_line})") from None
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < logits.shape[1]:
+        raise UserInputError(f"{data} has labels {int(y.min())}..{int(y.max())}, the model gives "
+                             f"{logits.shape[1]} classes")
 
 
 @contextmanager
