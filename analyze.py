@@ -25,7 +25,7 @@ from freqmaps.class_maps import CLASS_MAP_SETTINGS
 from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.inputs import check_model_fits
 from freqmaps.maps import MapSettings
-from freqmaps.report import write_study
+from freqmaps.report import prepare_output_dir, write_study
 from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS, Study, run_study
 from lightning_modules.checkpoint import load_classifier
@@ -37,23 +37,12 @@ def attack_names(attacks: list[Attack]) -> list[str]:
     return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def writable_folder(folder: Path) -> None:
-    """Create `folder` and check a file can be written in it, before any compute (UserInputError if not)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UserInputError(f"output_dir {folder} is not writable ({error.strerror}); choose another with "
-                             "--output_dir") from None
-
-
 def analyze(
     checkpoint: str,
     data: ImageDataModule,
     attacks: list[Attack],
     output_dir: Path = Path("outputs/analysis"),
+    overwrite: bool = False,
     images: int = 1000,
     split: Literal["test", "val"] = "test",
     maps: MapSettings = MapSettings(),
@@ -78,7 +67,8 @@ def analyze(
         checkpoint: a zoo model name (`python -m freqmaps.zoo list`) or a .ckpt written by `python train.py fit`.
         data: the datamodule the model was trained on; its `split` images are studied.
         attacks: one table row each (e.g. FMN, PGD eps 8/255, DeepFool; all L-inf in the paper).
-        output_dir: the results folder.
+        output_dir: the results folder (created; checked writable before any compute).
+        overwrite: replace a finished study's results in output_dir (otherwise such a folder is refused).
         images: clean images drawn from `split` with `seed` (the draw of the callbacks' probe).
         maps: the essential/adversarial map solver (the paper's: lam 0.5 at 32 px, lr 0.01, 500/5000 steps), the
             same knobs as FrequencyMapsCallback's `maps`; `solver: fast` for the fast rule (README "Two solvers").
@@ -102,7 +92,7 @@ def analyze(
                                ("attack_batch_size", attack_batch_size, 1), ("class_map_images", class_map_images, 0)):
         if value < least:
             raise UserInputError(f"{name} must be >= {least}, got {value}")
-    writable_folder(output_dir)
+    prepare_output_dir(output_dir, overwrite)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     model = load_classifier(checkpoint).to(device)
     data.prepare_data()
@@ -127,7 +117,7 @@ def analyze(
     extra = {"checkpoint": str(checkpoint), "device": str(device), "images": images, "split": split,
              "total_seconds": time.perf_counter() - started,
              "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
-    paths = write_study(study, output_dir, class_names, extra)
+    paths = write_study(study, output_dir, class_names, extra, overwrite)
     print(paths["markdown"].read_text())
     if wandb_project:
         log_to_wandb(study, paths, wandb_project, wandb_name, wandb_offline, output_dir, extra)

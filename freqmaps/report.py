@@ -25,6 +25,7 @@ import torch
 from freqmaps.class_maps import ClassMaps
 from freqmaps.correlation import IdCorResult
 from freqmaps.errors import UserInputError, exit_on_user_error
+from freqmaps.files import write_atomically
 from freqmaps.figures import class_maps_figure, class_means_figure, null_distribution_figure, radial_profile_figure
 from freqmaps.maps import FrequencyMaps
 from freqmaps.study import ROW_FIELDS, Study
@@ -38,22 +39,43 @@ DEFENCE_SENTENCE = (
 )
 
 
+def prepare_output_dir(directory: str | Path, overwrite: bool = False) -> Path:
+    """Create the results folder and check, before any compute, that files can be written in it and that it
+    does not hold a finished study (its results.json) unless `overwrite`; UserInputError otherwise."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / ".write_test", lambda path: path.write_text(""))
+        (directory / ".write_test").unlink()
+    except OSError as error:
+        raise UserInputError(f"output_dir {directory} is not writable ({error.strerror}); choose another with "
+                             "--output_dir") from None
+    if (directory / "results.json").exists() and not overwrite:
+        raise UserInputError(f"{directory} holds the results of another study (results.json); choose another "
+                             "--output_dir or pass --overwrite true")
+    return directory
+
+
 def write_study(study: Study, directory: str | Path, class_names: Sequence[str] | None = None,
-                extra: dict | None = None) -> dict[str, Path]:
+                extra: dict | None = None, overwrite: bool = False) -> dict[str, Path]:
     """`save_study` then `write_report`: the whole results folder. Returns name -> path of every file written."""
-    return save_study(study, directory, class_names, extra) | write_report(directory)
+    return save_study(study, directory, class_names, extra, overwrite) | write_report(directory)
 
 
 def save_study(study: Study, directory: str | Path, class_names: Sequence[str] | None = None,
-               extra: dict | None = None) -> dict[str, Path]:
-    """Write results.json and maps/*.pt (see the module docstring). Returns name -> path."""
-    directory = Path(directory)
-    (directory / "maps").mkdir(parents=True, exist_ok=True)
+               extra: dict | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """Write maps/*.pt, then results.json (see the module docstring), each file atomically: results.json is
+    written last, so a folder holding one holds everything it describes. A folder that already holds a study's
+    results.json is refused unless `overwrite`, and then that results.json is removed first (a rerun killed
+    half way never leaves new maps beside old results). Returns name -> path."""
+    directory = prepare_output_dir(directory, overwrite)
+    (directory / "results.json").unlink(missing_ok=True)
+    (directory / "maps").mkdir(exist_ok=True)
     paths = {"essential": directory / "maps" / "essential.pt"}
-    study.essential.save(paths["essential"])
+    write_atomically(paths["essential"], study.essential.save)
     for name, analysis in study.analyses.items():
         paths[f"adversarial_{safe(name)}"] = directory / "maps" / f"adversarial_{safe(name)}.pt"
-        analysis.images.adversarial.save(paths[f"adversarial_{safe(name)}"])
+        write_atomically(paths[f"adversarial_{safe(name)}"], analysis.images.adversarial.save)
     results = {
         "rows": study.rows,
         "per_class": {name: analysis.per_class for name, analysis in study.analyses.items()},
@@ -66,13 +88,13 @@ def save_study(study: Study, directory: str | Path, class_names: Sequence[str] |
     if study.defence is not None:
         d = study.defence
         paths["class_maps"] = directory / "maps" / "class_maps.pt"
-        d.maps.save(paths["class_maps"])
+        write_atomically(paths["class_maps"], d.maps.save)
         results["defence"] = {"attack": d.attack, **asdict(d.rates), "adaptive_attack": d.adaptive_attack,
                               "adaptive_robust_accuracy": d.adaptive_robust_accuracy,
                               "undefended_robust_accuracy": d.undefended_robust_accuracy,
                               "class_map_steps": d.maps.steps, "seconds": d.seconds}
-    paths["json"] = directory / "results.json"
-    paths["json"].write_text(json.dumps(plain(results), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(plain(results), indent=2, allow_nan=False) + "\n"
+    paths["json"] = write_atomically(directory / "results.json", lambda path: path.write_text(text))
     return paths
 
 
@@ -105,11 +127,10 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         figures["class_maps"] = class_maps_figure(ClassMaps.load(directory / "maps" / "class_maps.pt").maps,
                                                   class_names)
         table += DEFENCE_SENTENCE.format(**{key: _number(value) for key, value in results["defence"].items()})
-    paths = {"markdown": directory / "results.md"}
-    paths["markdown"].write_text(table)
+    paths = {"markdown": write_atomically(directory / "results.md", lambda path: path.write_text(table))}
     for key, figure in figures.items():
-        paths[key] = directory / "figures" / f"{key}.png"
-        figure.savefig(paths[key], dpi=110)
+        paths[key] = write_atomically(directory / "figures" / f"{key}.png",
+                                      lambda path, figure=figure: figure.savefig(path, dpi=110, format="png"))
     return paths
 
 
