@@ -31,6 +31,7 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self._shuffle = torch.Generator().manual_seed(seed)  # the training order's stream, saved in checkpoints
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -59,8 +60,17 @@ class ImageDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=self._shuffle if shuffle else None,
         )
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the state of the training order's generator, so that a run resumed from a
+        checkpoint takes the next epochs in the order the uninterrupted run took them."""
+        return {"shuffle_generator": self._shuffle.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "shuffle_generator" in state_dict:
+            self._shuffle.set_state(state_dict["shuffle_generator"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -7,6 +7,7 @@ components passed in; optimizer and LR scheduler come from the config as callabl
 """
 from __future__ import annotations
 
+import random
 from typing import Literal
 
 import lightning as L
@@ -67,6 +68,7 @@ class StandardClassifier(L.LightningModule):
             self.val_robust_acc = MulticlassAccuracy(num_classes, average="micro")
             self.test_robust_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints: a resumed run goes on from the best so far
 
     @property
     def model(self) -> nn.Module:
@@ -86,8 +88,15 @@ class StandardClassifier(L.LightningModule):
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's validation must not count
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The CPU random state (dropout, augmentation) travels in the checkpoint, for an exact resume."""
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states is not None:
+            torch.set_rng_state(states["torch"])
+            random.setstate(states["python"])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -112,6 +121,8 @@ class StandardClassifier(L.LightningModule):
         self.eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # the sanity check's validation does not count
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
