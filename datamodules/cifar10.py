@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
+from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, ImageFolder
 
@@ -67,13 +67,18 @@ class CIFAR10DataModule(ImageDataModule):
             raise UserInputError(
                 f"CIFAR10DataModule: {self.root / split} has {len(dataset.classes)} class folders, expected 10"
             )
+        first = dataset.samples[0][0]  # ImageFolder refuses a folder without images
+        with Image.open(first) as image:  # the first image stands for the folder: a cheap check of the layout
+            if image.size != (self.image_size, self.image_size):
+                raise UserInputError(f"CIFAR10DataModule: {first} is {image.size[0]}x{image.size[1]} pixels, CIFAR-10 "
+                                     f"images are {self.image_size}x{self.image_size}: is {self.root} a CIFAR-10 folder?")
         return dataset
 
     def _tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All images of `split` as (N, 3, 32, 32) uint8 and labels (N,) int64."""
         dataset = self._dataset(split, None)
         if self.image_folder:
-            return decode_folder(dataset.samples, f"decoding {self.root / split}")
+            return decode_folder(dataset.samples, f"decoding {self.root / split}", self.image_size)
         return torch.as_tensor(dataset.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(dataset.targets)
 
     def build_datasets(self):

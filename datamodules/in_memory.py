@@ -8,10 +8,26 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from tqdm import tqdm
 
+from freqmaps.errors import UserInputError
 
-def decode_folder(samples: list[tuple[str, int]], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageFolder-style (path, label) pairs -> images (N, 3, H, W) uint8 and labels (N,) int64."""
-    images = [decode_image(read_file(path), mode=ImageReadMode.RGB) for path, _ in tqdm(samples, desc=desc, leave=False)]
+
+def decode_folder(samples: list[tuple[str, int]], desc: str,
+                  size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageFolder-style (path, label) pairs -> images (N, 3, H, W) uint8 and labels (N,) int64. A file that
+    does not decode, or (with `size`) an image that is not size x size, raises a UserInputError naming it."""
+    images = []
+    for path, _ in tqdm(samples, desc=desc, leave=False):
+        try:
+            image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        except RuntimeError as error:
+            raise UserInputError(f"{path} does not decode as an image ({str(error).strip().splitlines()[0][:120]}); "
+                                 "remove or replace it") from None
+        if size is not None and tuple(image.shape[-2:]) != (size, size):
+            raise UserInputError(f"{path} is {image.shape[-1]}x{image.shape[-2]} pixels, this dataset's images are "
+                                 f"{size}x{size}: is this the right folder?")
+        images.append(image)
+    if len({tuple(image.shape) for image in images}) > 1:
+        raise UserInputError(f"{desc}: the images differ in size; give images of one size")
     return torch.stack(images), torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 

@@ -469,7 +469,7 @@ def _decoded_test_folder(root: Path) -> Dataset:
     folder = ImageFolder(str(root / "test"))
     if len(folder.classes) != 10:
         raise UserInputError(f"{root / 'test'} has {len(folder.classes)} class folders, CIFAR-10 has 10")
-    return InMemoryImages(*decode_folder(folder.samples, f"decoding {root / 'test'}"))
+    return InMemoryImages(*decode_folder(folder.samples, f"decoding {root / 'test'}", 32))
 
 
 # ----------------------------------------------------------------------------------------------- the CLI

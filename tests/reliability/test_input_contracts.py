@@ -59,3 +59,38 @@ def test_an_unwritable_output_folder_is_found_before_any_compute(tmp_path, monke
     monkeypatch.setattr("analyze.load_classifier", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises(UserInputError, match="output_dir .*a_file/out is not writable"):
         run(tmp_path, checkpoint="digits_small_cnn", output_dir=tmp_path / "a_file" / "out")
+
+
+def image_folder(root, size: int, corrupt: bool = False):
+    """train/ and test/ with 10 class folders of 2 random JPEGs each (size x size); with corrupt, one train
+    file holds text instead."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for c in range(10):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(2):
+                pixels = (torch.rand(size, size, 3, generator=g) * 255).byte().numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    if corrupt:
+        (root / "train" / "class3" / "1.jpg").write_text("not a JPEG")
+    return root
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_folder_of_other_sized_images_is_not_cifar10(tmp_path, in_memory):
+    from datamodules import CIFAR10DataModule
+
+    data = CIFAR10DataModule(root=str(image_folder(tmp_path, 64)), val_size=2, in_memory=in_memory)
+    with pytest.raises(UserInputError, match=r"is 64x64 pixels, .*32x32"):
+        data.setup("fit")
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    from datamodules import CIFAR10DataModule
+
+    data = CIFAR10DataModule(root=str(image_folder(tmp_path, 32, corrupt=True)), val_size=2, in_memory=True)
+    with pytest.raises(UserInputError, match=r"class3/1\.jpg does not decode as an image"):
+        data.setup("fit")
