@@ -7,6 +7,7 @@ into the model; configs may interpolate (`${data.image_size}`) because the parse
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from freqmaps.errors import exit_on_user_error
+from freqmaps.zoo import read_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 
@@ -42,7 +44,18 @@ class FreqmapsCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def check_ckpt_path(args: list[str]) -> None:
+    """A `--ckpt_path` file on the command line must exist and read weights-only as a train.py checkpoint: a
+    one-line error otherwise, before LightningCLI reads its hyper-parameters (its own special values pass)."""
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else (
+            args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else None)
+        if value and value not in ("last", "best", "hpc", "registry", "null"):
+            read_checkpoint(value)
+
+
 def main(args: list[str] | None = None) -> FreqmapsCLI:
+    check_ckpt_path(sys.argv[1:] if args is None else args)
     # omegaconf+: `${trainer.max_epochs}` in a config is resolved after command-line overrides are applied,
     # relative to the config's own root (not the subcommand's namespace)
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)

@@ -248,9 +248,8 @@ def read_checkpoint(checkpoint: str | Path) -> tuple[dict, dict, dict]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise UserInputError(f"{path} cannot be read as a weights-only checkpoint ({type(error).__name__}: "
-                             f"{first}); only plain tensors and values are loaded, never pickled objects") from None
+        raise UserInputError(f"{path} cannot be read as a weights-only checkpoint ({type(error).__name__}): it is "
+                             "truncated, not a checkpoint, or holds pickled objects, which are never loaded") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise UserInputError(f"{path} is not a Lightning checkpoint written by train.py (no state_dict/hparams)")
     hparams, state_dict = ckpt["hyper_parameters"], ckpt["state_dict"]

@@ -3,6 +3,7 @@ one-line errors through every loader (analyze.py, the zoo export, the Python API
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,17 @@ def test_truncated_and_foreign_files_give_one_line_errors(tmp_path, content, mes
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(UserInputError, match="not a Lightning checkpoint written by train.py"):
         load_classifier(path)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.ckpt", None, "error: no checkpoint at"),
+    ("text.ckpt", "not a checkpoint", "error: .*cannot be read as a weights-only checkpoint"),
+])
+def test_train_py_names_a_bad_ckpt_path_in_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "test", "--ckpt_path", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert re.match(message, result.stderr.strip().splitlines()[-1])
