@@ -62,7 +62,8 @@ def test_default_job_reaches_accuracy_and_logs_offline_run(in_tmp):
     assert (hparams["model_name"], hparams["num_classes"], hparams["in_channels"], hparams["image_size"]) == (
         "small_cnn", 10, 1, 32)
     assert hparams["pretrained"] is False and hparams["input_filter"] is None
-    assert {key.split(".")[0] for key in state["state_dict"]} == {"network"}
+    assert {key.split(".")[0] for key in state["state_dict"]} == {"network", "val_acc_best"}
+    assert state["state_dict"]["val_acc_best.max_value"] == max(run.values("val/acc"))  # travels for a resume
 
 
 def test_print_config_resolves_links_and_interpolation(in_tmp, capsys):

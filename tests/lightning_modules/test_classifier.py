@@ -47,7 +47,7 @@ def test_the_model_is_the_filter_then_the_network_registered_once():
     assert model.input_filter is filtered.input_filter
     assert filtered.hparams.input_filter == {"class_path": "freqmaps.filters.LowPass", "init_args": {"radius": 3.0}}
     assert len(list(filtered.parameters())) == len(list(filtered.network.parameters()))
-    assert {key.split(".")[0] for key in filtered.state_dict()} == {"network"}  # the mask is rebuilt, not saved
+    assert {key.split(".")[0] for key in filtered.state_dict()} == {"network", "val_acc_best"}  # the mask is rebuilt
     x = torch.rand(2, 1, 16, 16)
     filtered.eval()
     with torch.no_grad():
