@@ -14,7 +14,9 @@ import yaml
 
 from tests.train_configs import REPO, resolve
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+# not WANDB_SERVICE: a child must not attach to (and at its exit tear down) this process's W&B service
+ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
+       "WANDB_SILENT": "true"}
 ANALYSES = ("callbacks.FrequencyMapsCallback", "callbacks.RobustAccuracyCallback")
 
 

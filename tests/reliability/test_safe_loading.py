@@ -16,6 +16,8 @@ from freqmaps.zoo import export_checkpoint
 from lightning_modules.checkpoint import load_classifier
 
 REPO = Path(__file__).resolve().parents[2]
+# not WANDB_SERVICE: a child must not attach to (and at its exit tear down) this process's W&B service
+CHILD_ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "WANDB_MODE": "disabled"}
 
 
 class Payload:
@@ -45,7 +47,7 @@ def test_a_crafted_checkpoint_runs_nothing_in_any_loader(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "analyze.py"), "--config",
                              str(REPO / "configs/reproduce/digits_analyze.yaml"), "--checkpoint", str(path),
                              "--output_dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+                            timeout=300, env=CHILD_ENV)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "weights-only" in last and "Traceback" not in result.stderr
@@ -79,6 +81,6 @@ def test_train_py_names_a_bad_ckpt_path_in_one_line(tmp_path, name, content, mes
     if content is not None:
         path.write_text(content)
     result = subprocess.run([sys.executable, str(REPO / "train.py"), "test", "--ckpt_path", str(path)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+                            capture_output=True, text=True, timeout=300, env=CHILD_ENV)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert re.match(message, result.stderr.strip().splitlines()[-1])
