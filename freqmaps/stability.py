@@ -25,7 +25,7 @@ from freqmaps.class_maps import predict
 from freqmaps.correlation import map_cosines
 from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.maps import MapProblem, MapSettings, solve_maps
-from freqmaps.sampling import seeded_indices, seeded_rng
+from freqmaps.sampling import seeded_indices, seeded_rng, take
 
 
 @dataclass
@@ -75,9 +75,7 @@ def _test_images(name: str, data_root: str | None, images: int, seed: int) -> tu
     from freqmaps.zoo import entry, load_test_split
 
     dataset = load_test_split(entry(name), data_root)
-    rows = seeded_indices(len(dataset), images, seed)
-    pairs = [dataset[int(i)] for i in rows]
-    return torch.stack([x for x, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
+    return take(dataset, seeded_indices(len(dataset), images, seed))
 
 
 def main(argv: list[str] | None = None) -> None:
