@@ -4,6 +4,11 @@ configs/default.yaml (the main job) is every command's default config: the `--co
 in order, each overriding what it sets. `num_classes`, `in_channels` and `image_size` flow from the datamodule
 into the model; configs may interpolate (`${data.image_size}`) because the parser runs in omegaconf mode. After
 `fit` the best checkpoint is tested (`--test_after_fit false` turns that off).
+
+Every fit has a run folder, `<logger save_dir>/<logger name>/<version>` (default job: `outputs/freqmaps/<W&B run
+id>`), holding `checkpoints/` and the run's resolved `config.yaml`. `python train.py fit --resume RUN_FOLDER
+[overrides]` goes on from its `checkpoints/last.ckpt` with its config (overrides apply on top), in the same run
+folder and, with W&B, the same run id.
 """
 from __future__ import annotations
 
@@ -15,19 +20,30 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from freqmaps.errors import exit_on_user_error
+from freqmaps.errors import UserInputError, exit_on_user_error
+from freqmaps.files import write_atomically
 from freqmaps.zoo import read_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+CONFIG_NAME = "config.yaml"  # a run folder's resolved config
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Besides config.yaml in the log folder, the resolved config goes to every logger (W&B: the run's config)."""
+    """The resolved config goes to every logger (W&B: the run's config) and, once training starts, to the run
+    folder (the checkpoint folder's parent) as config.yaml, for `--resume`."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if trainer.is_global_zero and checkpoint is not None and checkpoint.dirpath:
+            folder = Path(checkpoint.dirpath).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(folder / CONFIG_NAME, lambda path: self.parser.save(
+                self.config, str(path), skip_none=False, overwrite=True, multifile=False))
 
 
 class FreqmapsCLI(LightningCLI):
@@ -54,7 +70,45 @@ def check_ckpt_path(args: list[str]) -> None:
             read_checkpoint(value)
 
 
+def resume_args(args: list[str]) -> list[str]:
+    """`fit --resume RUN_FOLDER ...` as LightningCLI arguments: the run's config.yaml first, then the other
+    arguments, then the run's version (the logger's `version`: W&B run id, CSV / TensorBoard version folder) and
+    its last.ckpt. `--ckpt_path last` alone is refused: a new fit opens a new run folder, where no last.ckpt is."""
+    flags = {arg.split("=", 1)[0] for arg in args}
+    if "--resume" not in flags:
+        if "--ckpt_path=last" in args or ("--ckpt_path", "last") in zip(args, args[1:]):
+            raise UserInputError("--ckpt_path last would look in a new run folder and train from scratch; resume "
+                                 "a run with --resume <run folder> (e.g. outputs/freqmaps/<W&B run id>)")
+        return args
+    rest, folder = [], None
+    for i, arg in enumerate(args):
+        if arg.startswith("--resume="):
+            folder = arg.split("=", 1)[1]
+        elif arg == "--resume":
+            folder = args[i + 1] if i + 1 < len(args) else ""
+        elif i == 0 or args[i - 1] != "--resume":
+            rest.append(arg)
+    if not rest or rest[0] != "fit":
+        raise UserInputError("--resume goes with `train.py fit`: python train.py fit --resume <run folder>")
+    if "--ckpt_path" in flags:
+        raise UserInputError("--resume resumes from the run folder's checkpoints/last.ckpt; drop --ckpt_path")
+    run = Path(folder or "")
+    last, config = run / "checkpoints" / "last.ckpt", run / CONFIG_NAME
+    for path, what in ((last, "the last checkpoint"), (config, "the run's config")):
+        if not path.is_file():
+            raise UserInputError(f"--resume {folder}: no {path} ({what}); a run folder is where `train.py fit` "
+                                 "put checkpoints/ (default: outputs/freqmaps/<W&B run id>)")
+    return [rest[0], "--config", str(config), *rest[1:], "--trainer.logger.init_args.version", run.name,
+            "--ckpt_path", str(last)]
+
+
 def main(args: list[str] | None = None) -> FreqmapsCLI:
+    """Run the CLI on `args` (None: the command line, which `--resume` rewrites in sys.argv, so that DDP's
+    child processes, started from sys.argv, run the same command)."""
+    if args is None:
+        sys.argv[1:] = resume_args(sys.argv[1:])
+    else:
+        args = resume_args(args)
     check_ckpt_path(sys.argv[1:] if args is None else args)
     # omegaconf+: `${trainer.max_epochs}` in a config is resolved after command-line overrides are applied,
     # relative to the config's own root (not the subcommand's namespace)
@@ -73,5 +127,29 @@ def main(args: list[str] | None = None) -> FreqmapsCLI:
     )
 
 
+def wandb_failure(error: BaseException | None) -> str | None:
+    """What to do, when `error` (or what caused it) is W&B failing to start an online run (no API key, no
+    network): the user's to fix, so a one-line error offering offline logging instead of a traceback."""
+    while error is not None and not type(error).__module__.startswith("wandb.errors"):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (f"W&B could not start the run ({reason}); log offline with --trainer.logger.init_args.offline true "
+            "(upload later with `wandb sync <save_dir>/wandb/offline-run-*`), or run `wandb login` and check the "
+            "network")
+
+
+def run() -> None:
+    """main() on the command line; a W&B start-up failure becomes a UserInputError (`wandb_failure`)."""
+    try:
+        main()
+    except Exception as error:
+        hint = wandb_failure(error)
+        if hint is None:
+            raise
+        raise UserInputError(hint) from error
+
+
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    exit_on_user_error(run)

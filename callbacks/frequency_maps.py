@@ -35,7 +35,8 @@ class FrequencyMapsCallback(ProbeCallback):
 
     Each probe batch is one `analyse_images` call (its attack seeded with seed + batch number); the batches are
     gathered, and rank zero concludes. With `warm_start`, a map starts from the previous analysis' map of the same
-    stage, image and target class (`freqmaps.maps`: it may stop after `warm_min_steps`, at most `min_steps`
+    stage, image and target class (kept in checkpoints, so a resumed fit warm-starts too; `freqmaps.maps`: it
+    may stop after `warm_min_steps`, at most `min_steps`
     (`fast_min_steps`) steps, then goes on under the full rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
 
     Args:
@@ -86,7 +87,15 @@ class FrequencyMapsCallback(ProbeCallback):
         self.log_images = log_images
         self.log_table = log_table
         self.log_artifact = log_artifact
-        self._previous: dict[str, ImageAnalysis] = {}  # stage -> the last analysis' images, for warm starts
+        self._previous: dict[str, list[FrequencyMaps]] = {}  # stage -> the last analysis' maps, for warm starts
+
+    def state_dict(self) -> dict:
+        """The warm-start maps, so that a resumed fit warm-starts as the uninterrupted one (tensors only)."""
+        return {"previous": {stage: [maps.state() for maps in kinds] for stage, kinds in self._previous.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._previous = {stage: [FrequencyMaps.from_state(maps, f"{self.state_key} in the checkpoint")
+                                  for maps in kinds] for stage, kinds in state_dict.get("previous", {}).items()}
 
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
         settings = self.maps
@@ -96,14 +105,14 @@ class FrequencyMapsCallback(ProbeCallback):
         batches = {
             number: analyse_images(
                 pl_module, shard.x[rows].to(device), shard.y[rows].to(device), self.attack, settings,
-                index=shard.index[rows], previous=self._previous.get(stage), warm_min_steps=self.warm_min_steps,
+                index=shard.index[rows], previous=self._previous.get(stage, ()), warm_min_steps=self.warm_min_steps,
                 seed=self.seed + number, attack_batch_size=len(rows), progress=False,
             )
             for number, rows in shard
         }
         images = ImageAnalysis.cat(gather_batches(batches))
         if self.warm_start:
-            self._previous[stage] = images
+            self._previous[stage] = [images.essential, images.adversarial]
         if not trainer.is_global_zero:
             return {}
         analysis = conclude(images, permutations=self.permutations, seed=self.seed, pool_kernel=self.pool_kernel,

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from freqmaps.errors import UserInputError
-from freqmaps.inputs import frozen_eval
+from freqmaps.inputs import check_model_fits, frozen_eval
 from freqmaps.sampling import seeded_indices, seeded_rng, take
 
 FAST_DEV_RUN_PROBE = 8  # probe images under Trainer(fast_dev_run=...): the analysis runs, on almost nothing
@@ -117,9 +117,21 @@ class ProbeCallback(L.Callback):
         self.name = name
         self._shards: dict[str, tuple[int, ProbeShard]] = {}
 
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key of this callback's state: the class and the metric group, so that callbacks of one class
+        under different names keep their own."""
+        return self._generate_state_key(name=self.name)
+
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
         """Attack / solve this process's shard, gather, and log; returns the scalars logged (rank zero) or {}."""
         raise NotImplementedError
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.shard(trainer, "val", pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.shard(trainer, "test", pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -135,12 +147,14 @@ class ProbeCallback(L.Callback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         start = time.perf_counter()
         with frozen_eval(pl_module), seeded_rng(pl_module.device, self.seed):
-            scalars = self.analyse(trainer, pl_module, stage, self.shard(trainer, stage))
+            scalars = self.analyse(trainer, pl_module, stage, self.shard(trainer, stage, pl_module))
         if trainer.is_global_zero:
             self.log_scalars(pl_module, stage, {**scalars, "seconds": time.perf_counter() - start})
 
-    def shard(self, trainer: L.Trainer, stage: str) -> ProbeShard:
-        """This process's probe shard for `stage`, read once per dataset and kept."""
+    def shard(self, trainer: L.Trainer, stage: str, pl_module: L.LightningModule) -> ProbeShard:
+        """This process's probe shard for `stage`, read once per dataset (at the stage's start, before any step)
+        and kept; `pl_module` is checked against it then (`check_model_fits`: channels, image size, a logit for
+        every label), so that a model and data that do not fit stop with both named."""
         dataset = stage_dataset(trainer, stage)
         cached = self._shards.get(stage)
         if cached is not None and cached[0] == id(dataset):
@@ -151,6 +165,7 @@ class ProbeCallback(L.Callback):
                            "probing all of them")
         indices = seeded_indices(len(dataset), min(size, len(dataset)), self.seed)
         shard = load_shard(dataset, indices, self.batch_size, trainer.global_rank, trainer.world_size)
+        check_model_fits(pl_module, shard.x, shard.y, f"{type(self).__name__}'s {stage} probe")
         self._shards[stage] = (id(dataset), shard)
         return shard
 

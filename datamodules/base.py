@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from freqmaps.errors import UserInputError
@@ -109,3 +110,19 @@ def require_image_folder(root: Path, splits: tuple[str, ...], dataset: str, extr
             raise UserInputError(
                 f"{dataset}: {folder} holds no class folders with images. Expected the layout {expected}.{extra}"
             )
+
+
+def undecodable(path: str | Path, error: BaseException) -> UserInputError:
+    """The error for an image file that does not decode: its path, the decoder's first line, what to do."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+    return UserInputError(f"{path} does not decode as an image ({reason}); remove or replace it")
+
+
+def open_rgb(path: str) -> Image.Image:
+    """ImageFolder's loader (an RGB PIL image), with a file that does not decode, met mid-epoch by a streaming
+    loader, reported by `undecodable` instead of PIL's traceback from a loader worker."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise undecodable(path, error) from None

@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, ImageFolder
 
-from datamodules.base import ImageDataModule, require_image_folder, seeded_split, split_indices
+from datamodules.base import ImageDataModule, open_rgb, require_image_folder, seeded_split, split_indices
 from datamodules.in_memory import InMemoryImages, decode_folder
 from freqmaps.errors import UserInputError
 
@@ -62,7 +62,7 @@ class CIFAR10DataModule(ImageDataModule):
     def _dataset(self, split: str, transform):
         if not self.image_folder:
             return CIFAR10(str(self.root), train=split == "train", transform=transform)
-        dataset = ImageFolder(str(self.root / split), transform=transform)
+        dataset = ImageFolder(str(self.root / split), transform=transform, loader=open_rgb)
         if len(dataset.classes) != 10:
             raise UserInputError(
                 f"CIFAR10DataModule: {self.root / split} has {len(dataset.classes)} class folders, expected 10"

@@ -6,7 +6,7 @@ from pathlib import Path
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from datamodules.base import ImageDataModule, require_image_folder, seeded_split
+from datamodules.base import ImageDataModule, open_rgb, require_image_folder, seeded_split
 
 
 class ImagenetteDataModule(ImageDataModule):
@@ -14,6 +14,7 @@ class ImagenetteDataModule(ImageDataModule):
 
     Batches: x (B, 3, image_size, image_size) in [0, 1], y (B,) in 0..num_classes-1 (class folders in sorted order).
     Training: random resized crop and horizontal flip; evaluation: resize to image_size * 8/7, centre crop.
+    Images are read as batches are drawn; a file that does not decode stops the run with its path.
     """
 
     def __init__(
@@ -37,8 +38,9 @@ class ImagenetteDataModule(ImageDataModule):
         self.num_classes = sum(1 for p in (self.root / "train").iterdir() if p.is_dir())
 
     def build_datasets(self):
+        folder = str(self.root / "train")
         train, val = seeded_split(
-            ImageFolder(str(self.root / "train"), transform=self.train_transform), self.val_size, self.seed,
-            holdout_view=ImageFolder(str(self.root / "train"), transform=self.eval_transform),
+            ImageFolder(folder, transform=self.train_transform, loader=open_rgb), self.val_size, self.seed,
+            holdout_view=ImageFolder(folder, transform=self.eval_transform, loader=open_rgb),
         )
-        return train, val, ImageFolder(str(self.root / "val"), transform=self.eval_transform)
+        return train, val, ImageFolder(str(self.root / "val"), transform=self.eval_transform, loader=open_rgb)

@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from tqdm import tqdm
 
+from datamodules.base import undecodable
 from freqmaps.errors import UserInputError
 
 
@@ -20,8 +21,7 @@ def decode_folder(samples: list[tuple[str, int]], desc: str,
         try:
             image = decode_image(read_file(path), mode=ImageReadMode.RGB)
         except RuntimeError as error:
-            raise UserInputError(f"{path} does not decode as an image ({str(error).strip().splitlines()[0][:120]}); "
-                                 "remove or replace it") from None
+            raise undecodable(path, error) from None
         if size is not None and tuple(image.shape[-2:]) != (size, size):
             raise UserInputError(f"{path} is {image.shape[-1]}x{image.shape[-2]} pixels, this dataset's images are "
                                  f"{size}x{size}: is this the right folder?")

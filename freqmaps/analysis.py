@@ -107,7 +107,7 @@ def analyse_images(
     settings: MapSettings | None = None,
     *,
     index: torch.Tensor | None = None,
-    previous: ImageAnalysis | None = None,
+    previous: Sequence[FrequencyMaps] = (),
     essential: FrequencyMaps | None = None,
     warm_min_steps: int = 50,
     seed: int = 0,
@@ -120,7 +120,8 @@ def analyse_images(
     essential maps of the correctly classified images and the adversarial maps of the fooled ones are solved
     together with `settings` (default: the paper's); `essential` instead reuses maps solved before for exactly
     the correctly classified images (an earlier attack on the same images). index: (n,) int64 image ids
-    (default 0..n-1). previous: an earlier analysis of these images to warm-start from (`solve_maps`).
+    (default 0..n-1). previous: maps solved before for these images (an earlier analysis' essential and
+    adversarial maps) to warm-start from (`solve_maps`).
     """
     check_images(x)
     check_labels(y, len(x))
@@ -143,8 +144,7 @@ def analyse_images(
         problems.insert(0, MapProblem("essential", x[correct], y[correct], index=index[correct.cpu()]))
     elif not torch.equal(essential.index.sort().values, index[correct.cpu()].sort().values):
         raise UserInputError("the essential maps given must be those of exactly the correctly classified images")
-    earlier = [] if previous is None else [previous.essential, previous.adversarial]
-    solved = solve_maps(model, problems, settings, previous=earlier, warm_min_steps=warm_min_steps,
+    solved = solve_maps(model, problems, settings, previous=previous, warm_min_steps=warm_min_steps,
                         progress=progress)
     return ImageAnalysis(
         index, y.cpu(), correct.cpu(), report.cpu(), x_adv.cpu(), solved[0] if essential is None else essential,
@@ -188,9 +188,9 @@ def analyse(
     progress: bool = True,
 ) -> Analysis:
     """`analyse_images` then `conclude`, in one call (arguments as there)."""
+    earlier = () if previous is None else (previous.images.essential, previous.images.adversarial)
     images = analyse_images(
-        model, x, y, attack, settings, index=index, previous=None if previous is None else previous.images,
-        essential=essential, warm_min_steps=warm_min_steps, seed=seed, attack_batch_size=attack_batch_size,
+        model, x, y, attack, settings, index=index, previous=earlier, essential=essential, warm_min_steps=warm_min_steps, seed=seed, attack_batch_size=attack_batch_size,
         progress=progress,
     )
     return conclude(images, permutations=permutations, seed=seed, pool_kernel=pool_kernel,

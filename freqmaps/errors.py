@@ -20,6 +20,16 @@ def user_error(error: BaseException | None) -> UserInputError | None:
     return error
 
 
+def one_line(error: UserInputError) -> str:
+    """The message of `error`; for one re-raised from a DataLoader worker (its message is the worker's
+    traceback text), the original message, from the traceback's last line."""
+    message = str(error).strip()
+    marker = f"{type(error).__name__}: "
+    if "Original Traceback" in message and marker in message:
+        return message.rsplit(marker, 1)[1]
+    return message
+
+
 def exit_on_user_error(main: Callable[[], None]) -> None:
     """Run a command-line entry point; a UserInputError (however wrapped) exits with a one-line `error: ...`
     instead of a traceback. Any other exception propagates."""
@@ -29,4 +39,4 @@ def exit_on_user_error(main: Callable[[], None]) -> None:
         cause = user_error(error)
         if cause is None:
             raise
-        sys.exit(f"error: {cause}")
+        sys.exit(f"error: {one_line(cause)}")

@@ -192,19 +192,27 @@ class FrequencyMaps:
         counts = torch.bincount(kept.targets, minlength=num_classes).clamp_min(1).float()
         return sums / counts.view(-1, 1, 1, 1)
 
+    def state(self) -> dict:
+        """Tensors (on the CPU) and plain values only: what `save` writes, and what a checkpoint can carry."""
+        tensors = {name: getattr(self, name).detach().cpu() for name in self._TENSORS}
+        return {"kind": self.kind, "settings": dict(self.settings), **tensors}
+
+    @classmethod
+    def from_state(cls, data: dict, source: str = "the state") -> FrequencyMaps:
+        """The inverse of `state`; `source` names where `data` came from in the error for a foreign dict."""
+        missing = [name for name in ("kind", "settings", *cls._TENSORS) if name not in data]
+        if missing:
+            raise UserInputError(f"{source} is not a saved FrequencyMaps (missing {', '.join(missing)})")
+        return cls(data["kind"], *(data[name] for name in cls._TENSORS), dict(data["settings"]))
+
     def save(self, path: str | Path) -> None:
         """One file of tensors and plain values, loadable with `torch.load(..., weights_only=True)`."""
-        tensors = {name: getattr(self, name).detach().cpu() for name in self._TENSORS}
-        torch.save({"kind": self.kind, "settings": dict(self.settings), **tensors}, path)
+        torch.save(self.state(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> FrequencyMaps:
         """Read a file written by `save` (safe loading: no arbitrary pickle is executed)."""
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        missing = [name for name in ("kind", "settings", *cls._TENSORS) if name not in data]
-        if missing:
-            raise UserInputError(f"{path} is not a saved FrequencyMaps file (missing {', '.join(missing)})")
-        return cls(data["kind"], *(data[name] for name in cls._TENSORS), data["settings"])
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=True), str(path))
 
 
 @dataclass

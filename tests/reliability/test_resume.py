@@ -1,6 +1,9 @@
-"""Exact resume: the default job (without its analysis callbacks) killed with SIGKILL after its third epoch and
-resumed from its last.ckpt ends with the same weights and the same best validation accuracy as the same job run
-through uninterrupted (same seed, deterministic CPU, one thread)."""
+"""Exact resume: the default job (without its analysis callbacks, logging to W&B offline under a
+`--trainer.default_root_dir`) SIGKILLed after its third epoch and resumed with `train.py fit --resume <run
+folder>` continues in the same run folder and W&B run id and ends with the same weights and the same best
+validation accuracy as the same job run through uninterrupted (same seed, deterministic CPU, one thread). A
+resumed fit's analysis callback warm-starts from the maps in the checkpoint; `--ckpt_path last` and a run folder
+without a last checkpoint are refused with one line."""
 from __future__ import annotations
 
 import os
@@ -9,59 +12,95 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
+from freqmaps.errors import UserInputError
+from lightning_modules.atomic_checkpoint import AtomicCheckpointIO
+from tests.callbacks.test_frequency_callbacks import small_config
 from tests.train_configs import REPO, resolve
+from train import main
 
 # not WANDB_SERVICE: a child must not attach to (and at its exit tear down) this process's W&B service
 ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
-       "WANDB_SILENT": "true"}
+       "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
 ANALYSES = ("callbacks.FrequencyMapsCallback", "callbacks.RobustAccuracyCallback")
 
 
-def config(folder: Path, kill_after: int | None) -> Path:
-    """configs/default.yaml for 5 epochs without the analysis callbacks, logging to CSV in `folder`; with
-    kill_after, a callback that SIGKILLs the process after that epoch (0-based) ends."""
+def config(path: Path, kill_after: int | None) -> Path:
+    """configs/default.yaml for 5 epochs without the analysis callbacks; with kill_after, a callback that
+    SIGKILLs a fit that did not resume after that epoch (0-based) ends."""
     callbacks = [c for c in resolve([])["trainer"]["callbacks"] if c["class_path"] not in ANALYSES]
     if kill_after is not None:
         callbacks.append({"class_path": "tests.reliability.killer.KillAfterEpoch",
                           "init_args": {"after_epoch": kill_after}})
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump({"trainer": {
-        "max_epochs": 5, "callbacks": callbacks,
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(folder)}},
-        "default_root_dir": str(folder)}}))
+    path.write_text(yaml.safe_dump({"trainer": {"max_epochs": 5, "callbacks": callbacks}}))
     return path
 
 
-def fit(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(folder / "config.yaml"),
-                           *args], cwd=folder, env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=600)
+def train_py(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train.py"), "fit", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
 
 
-def last_checkpoint(folder: Path) -> dict:
-    """The newest last.ckpt under folder (a resumed run still writes into a new version folder)."""
-    path = max(folder.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
-    return torch.load(path, weights_only=True)
+def run_folders(root: Path) -> list[Path]:
+    """The run folders under a default_root_dir: <root>/freqmaps/<W&B run id> (the W&B project's name)."""
+    return sorted(p for p in (root / "freqmaps").iterdir() if p.is_dir())
 
 
+def last_checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+@pytest.mark.slow
 def test_a_killed_fit_resumes_to_the_uninterrupted_result(tmp_path):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    for folder, kill_after in ((whole, None), (killed, 2)):
-        folder.mkdir()
-        config(folder, kill_after)
-    assert fit(whole).returncode == 0
-    died = fit(killed)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"  # default_root_dirs; every run starts in tmp_path
+    assert train_py(tmp_path, "--config", str(config(tmp_path / "whole.yaml", None)),
+                    "--trainer.default_root_dir", str(whole)).returncode == 0
+    died = train_py(tmp_path, "--config", str(config(tmp_path / "killed.yaml", 2)),
+                    "--trainer.default_root_dir", str(killed))
     assert died.returncode == -signal.SIGKILL
-    assert last_checkpoint(killed)["epoch"] == 2
-    (ckpt,) = killed.rglob("last.ckpt")  # the killed run's
-    config(killed, None)
-    resumed = fit(killed, "--ckpt_path", str(ckpt))
+    (run,) = run_folders(killed)
+    assert last_checkpoint(run)["epoch"] == 2 and (run / "config.yaml").is_file()
+
+    resumed = train_py(tmp_path, "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = last_checkpoint(whole), last_checkpoint(killed)
+    assert run_folders(killed) == [run]  # the same run folder, no second one
+    offline = sorted(p.name for p in (killed / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(name.endswith(f"-{run.name}") for name in offline)  # one W&B run id
+    (other,) = run_folders(whole)
+    a, b = last_checkpoint(other), last_checkpoint(run)
     assert a["epoch"] == b["epoch"] == 4 and a["global_step"] == b["global_step"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     assert a["state_dict"]["val_acc_best.max_value"] == b["state_dict"]["val_acc_best.max_value"]
+
+
+@pytest.mark.slow
+def test_a_resumed_fit_warm_starts_its_analysis_from_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.chdir(tmp_path)
+    cfg = str(small_config(tmp_path, wandb=False))
+    first = main(["fit", "--config", cfg, "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                  "--test_after_fit", "false"])
+    assert isinstance(first.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # the default config's plugin
+    assert first.trainer.callback_metrics["val/freqmaps/essential_warm"] == 0  # a first analysis starts cold
+    last = first.trainer.checkpoint_callback.last_model_path
+    saved = torch.load(last, weights_only=True)["callbacks"]
+    maps = saved["FrequencyMapsCallback{'name': 'freqmaps'}"]["previous"]["val"]  # per metric group
+    assert [m["kind"] for m in maps] == ["essential", "adversarial"] and len(maps[0]["maps"]) > 0
+    resumed = main(["fit", "--config", cfg, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
+                    "--test_after_fit", "false", "--ckpt_path", last])
+    assert resumed.trainer.callback_metrics["val/freqmaps/essential_warm"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ckpt_path", "last"], "--ckpt_path last would look in a new run folder"),
+    (["--resume", "no_such_run"], r"no no_such_run/checkpoints/last\.ckpt"),
+])
+def test_resume_without_a_run_is_refused(tmp_path, monkeypatch, args, message):
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match=message):
+        main(["fit", *args])
