@@ -29,7 +29,6 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn

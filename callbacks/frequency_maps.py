@@ -36,8 +36,8 @@ class FrequencyMapsCallback(ProbeCallback):
     Each probe batch is one `analyse_images` call (its attack seeded with seed + batch number); the batches are
     gathered, and rank zero concludes. With `warm_start`, a map starts from the previous analysis' map of the same
     stage, image and target class (kept in checkpoints, so a resumed fit warm-starts too; `freqmaps.maps`: it
-    may stop after `warm_min_steps`, at most `min_steps`
-    (`fast_min_steps`) steps, then goes on under the full rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
+    may stop after `warm_min_steps`, at most `min_steps` (`fast_min_steps`) steps, then goes on under the full
+    rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
 
     Args:
         probe_size: probe images (a seeded draw from the stage's dataset, the same every epoch).

@@ -190,8 +190,8 @@ def analyse(
     """`analyse_images` then `conclude`, in one call (arguments as there)."""
     earlier = () if previous is None else (previous.images.essential, previous.images.adversarial)
     images = analyse_images(
-        model, x, y, attack, settings, index=index, previous=earlier, essential=essential, warm_min_steps=warm_min_steps, seed=seed, attack_batch_size=attack_batch_size,
-        progress=progress,
+        model, x, y, attack, settings, index=index, previous=earlier, essential=essential,
+        warm_min_steps=warm_min_steps, seed=seed, attack_batch_size=attack_batch_size, progress=progress,
     )
     return conclude(images, permutations=permutations, seed=seed, pool_kernel=pool_kernel,
                     active_threshold=active_threshold)

@@ -1,4 +1,5 @@
-"""Read back what a W&B offline run wrote: its `.wandb` transaction log (the file `wandb sync` uploads).
+"""Read back what a W&B offline run wrote: its `.wandb` transaction log (the file `wandb sync` uploads); and the
+environment for a child process that logs offline.
 
 The log is a LevelDB-style record stream (7-byte file header ':W&B' + magic 0xBEE1 + version; 32 KiB blocks;
 each record: crc32 (4), length (2), type (1) = full / first / middle / last) of `wandb_internal_pb2.Record`s.
@@ -6,6 +7,7 @@ each record: crc32 (4), length (2), type (1) = full / first / middle / last) of 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,14 @@ from wandb.proto import wandb_internal_pb2
 
 _BLOCK, _HEADER = 32768, 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child that logs to W&B offline, quietly, on one thread, with `extra` on
+    top; without WANDB_SERVICE, so that the child does not attach to (and at its exit tear down) the W&B service
+    of this process, which an in-process run started, and which a later in-process run still needs."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return env | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
 
 
 def read_records(path: Path) -> list[wandb_internal_pb2.Record]:

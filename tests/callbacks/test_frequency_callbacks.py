@@ -5,7 +5,6 @@ with the callbacks ends with the same weights (and RNG state) as one without."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,12 +16,12 @@ import yaml
 
 from freqmaps.analysis import METRICS
 from tests.train_configs import resolve
-from tests.wandb_offline import offline_runs, read_offline_run, read_records
+from tests.wandb_offline import child_env, offline_runs, read_offline_run, read_records
 from train import main
 
 REPO = Path(__file__).resolve().parents[2]
 CALLBACKS = ("callbacks.FrequencyMapsCallback", "callbacks.RobustAccuracyCallback")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+ENV = child_env()
 
 
 def small_config(folder: Path, with_callbacks: bool = True, every_n_epochs: int = 1, wandb: bool = True) -> Path:

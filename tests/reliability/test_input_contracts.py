@@ -9,7 +9,7 @@ import torch
 from analyze import analyze
 from datamodules import DigitsDataModule
 from freqmaps.attacks import PGD
-from freqmaps.errors import UserInputError
+from freqmaps.errors import UserInputError, one_line, user_error
 from freqmaps.inputs import check_model_fits
 from freqmaps.maps import essential_maps
 from freqmaps.zoo import load_model
@@ -94,3 +94,35 @@ def test_a_corrupt_image_is_named(tmp_path):
     data = CIFAR10DataModule(root=str(image_folder(tmp_path, 32, corrupt=True)), val_size=2, in_memory=True)
     with pytest.raises(UserInputError, match=r"class3/1\.jpg does not decode as an image"):
         data.setup("fit")
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_corrupt_image_met_mid_epoch_is_named(tmp_path, num_workers):
+    """The streaming loader (images decoded as batches are drawn) meets the file during the epoch; from a loader
+    worker the error comes back wrapped in the worker's traceback, and the one-line message is the original."""
+    from datamodules import CIFAR10DataModule
+
+    data = CIFAR10DataModule(root=str(image_folder(tmp_path, 32, corrupt=True)), val_size=2, in_memory=False,
+                             batch_size=4, num_workers=num_workers)
+    data.setup("fit")
+    with pytest.raises(UserInputError) as caught:
+        for _ in data.train_dataloader():
+            pass
+    message = one_line(user_error(caught.value))
+    assert message.startswith(str(tmp_path / "train" / "class3" / "1.jpg")) and message.endswith("replace it")
+
+
+def test_a_probe_callback_checks_the_model_against_its_data():
+    """A 3-channel model validated on 1-channel digits: the callback stops the run before the first step, naming
+    both (without it, the model's own forward would fail with a raw shape error)."""
+    import lightning as L
+
+    from callbacks import RobustAccuracyCallback
+    from lightning_modules import StandardClassifier
+
+    data = DigitsDataModule(batch_size=16)
+    model = StandardClassifier(in_channels=3, num_classes=10, image_size=data.image_size)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[RobustAccuracyCallback(probe_size=8, batch_size=8)])
+    with pytest.raises(UserInputError, match=r"takes 3-channel images, RobustAccuracyCallback's val probe has 1 "):
+        trainer.validate(model, datamodule=data)

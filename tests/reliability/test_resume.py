@@ -6,7 +6,6 @@ resumed fit's analysis callback warm-starts from the maps in the checkpoint; `--
 without a last checkpoint are refused with one line."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,11 +19,10 @@ from freqmaps.errors import UserInputError
 from lightning_modules.atomic_checkpoint import AtomicCheckpointIO
 from tests.callbacks.test_frequency_callbacks import small_config
 from tests.train_configs import REPO, resolve
+from tests.wandb_offline import child_env
 from train import main
 
-# not WANDB_SERVICE: a child must not attach to (and at its exit tear down) this process's W&B service
-ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
-       "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+ENV = child_env(PYTHONPATH=str(REPO))
 ANALYSES = ("callbacks.FrequencyMapsCallback", "callbacks.RobustAccuracyCallback")
 
 

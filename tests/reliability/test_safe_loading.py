@@ -14,10 +14,10 @@ import torch
 from freqmaps.errors import UserInputError
 from freqmaps.zoo import export_checkpoint
 from lightning_modules.checkpoint import load_classifier
+from tests.wandb_offline import child_env
 
 REPO = Path(__file__).resolve().parents[2]
-# not WANDB_SERVICE: a child must not attach to (and at its exit tear down) this process's W&B service
-CHILD_ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "WANDB_MODE": "disabled"}
+CHILD_ENV = child_env(WANDB_MODE="disabled")
 
 
 class Payload:
