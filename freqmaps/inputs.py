@@ -49,9 +49,14 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: s
             first_line = (str(error).strip().splitlines() or [""])[0][:200]
             raise UserInputError(f"the model does not take {data}'s images {tuple(x.shape[1:])} "
                                  f"({first_line})") from None
-    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < logits.shape[1]:
+    check_label_range(y, logits.shape[1], data)
+
+
+def check_label_range(y: torch.Tensor, num_classes: int, data: str = "the data") -> None:
+    """Every label of y: (n,) must be a class of a model with `num_classes` logits."""
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < num_classes:
         raise UserInputError(f"{data} has labels {int(y.min())}..{int(y.max())}, the model gives "
-                             f"{logits.shape[1]} classes")
+                             f"{num_classes} classes")
 
 
 @contextmanager

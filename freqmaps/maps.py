@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from freqmaps.errors import UserInputError
 from freqmaps.fourier import apply_mask, fftshift2, ifftshift2
-from freqmaps.inputs import check_images, check_labels, frozen_eval
+from freqmaps.inputs import check_images, check_labels, check_model_fits, frozen_eval
 
 Kind = Literal["essential", "adversarial"]
 Solver = Literal["paper", "fast"]
@@ -330,6 +330,8 @@ def solve_maps(
     with frozen_eval(model):
         x = torch.cat([p.x.detach() for p in problems])
         target = torch.cat([p.target.detach().to(device=x.device, dtype=torch.long) for p in problems])
+        if len(x):
+            check_model_fits(model, x, target, "the images to solve")
         init = torch.cat([torch.ones_like(p.x) if p.init is None else p.init.detach().to(x).clamp(0, 1)
                           for p in problems])
         warm = torch.cat([_warm_starts(p, by_kind.get(p.kind), init[rows]) for p, rows in zip(problems, parts)])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from freqmaps.errors import UserInputError
-from freqmaps.inputs import check_images, check_labels, frozen_eval, own_batch
+from freqmaps.inputs import check_images, check_labels, check_model_fits, frozen_eval, own_batch
 from freqmaps.sampling import seeded_rng
 
 NORMS = {"linf": math.inf, "l2": 2.0}
@@ -52,17 +52,19 @@ def attacking(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     if asked; y int64 on x's device) with `model` frozen in eval mode and autograd on, also under `no_grad`
     or `inference_mode`; see `freqmaps.inputs.frozen_eval`. x: (B, C, H, W) in [0, 1]; y: (B,) labels.
     A model that cannot take channels-last input (it flattens feature maps with `.view`) gets a
-    UserInputError that says how to turn it off."""
+    UserInputError that says how to turn it off; one that fails on the batch because it takes other images or
+    has fewer classes than the labels, a UserInputError naming both (checked only once it failed: no cost)."""
     check_images(x)
     check_labels(y, len(x))
     with frozen_eval(model):
         try:
             yield own_batch(x, y, channels_last=channels_last)
-        except RuntimeError as error:
+        except (IndexError, RuntimeError) as error:
             if channels_last and "view size is not compatible" in str(error):
                 raise UserInputError(
                     f"the model failed on channels-last input ({error}); give the attack channels_last=False, "
                     "or flatten with .reshape / torch.flatten in the model") from error
+            check_model_fits(model, x, y, "the batch")  # a model and batch that do not fit: say which way
             raise
 
 

@@ -31,6 +31,7 @@ from freqmaps.attacks.base import (
     per_image,
 )
 from freqmaps.errors import UserInputError
+from freqmaps.inputs import check_label_range
 
 
 class DeepFool(MinimumNormAttack):
@@ -70,7 +71,8 @@ class DeepFool(MinimumNormAttack):
         for _ in range(self.steps):
             x_step = x_adv[active].requires_grad_()
             logits = model(x_step).float()
-            if classes is None:
+            if classes is None:  # labels are only compared with predictions here: check them once
+                check_label_range(y, logits.shape[1], "the batch")
                 classes = logits.detach().argsort(1, descending=True)[:, : min(self.candidates, logits.shape[1])]
             fooled = logits.detach().argmax(1) != y[active]
             success[active[fooled]] = True

@@ -87,7 +87,8 @@ def test_batches_analysed_apart_and_joined_equal_one_call(digits, analysis):
         if not name.endswith("seconds"):
             assert apart[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6), name
     torch.testing.assert_close(joined.images.x_adv, analysis.images.x_adv, atol=0, rtol=0)
-    torch.testing.assert_close(joined.images.adversarial.maps, analysis.images.adversarial.maps, atol=1e-5, rtol=0)
+    # float32 maps after a hundred Adam steps at other working-batch sizes: 2e-5 apart on some CPUs
+    torch.testing.assert_close(joined.images.adversarial.maps, analysis.images.adversarial.maps, atol=1e-4, rtol=0)
 
 
 def test_without_three_pairs_there_is_no_correlation_and_the_reason_is_kept(digits):

@@ -26,6 +26,23 @@ def test_nan_pixels_are_rejected_by_solver_and_attack(tiny):
         PGD(eps=0.1, steps=2)(model, bad, y)
 
 
+@pytest.mark.parametrize("run", ["maps", "PGD", "FMN", "DeepFool"])
+def test_labels_beyond_the_models_classes_are_refused(tiny, run):
+    """`tiny` has 3 classes; label 7 is an IndexError inside cross-entropy (PGD, FMN, the solver) or, for
+    DeepFool, which only compares labels with predictions, a silent "success" without the check."""
+    from freqmaps.attacks import FMN, DeepFool
+
+    model, x, y = tiny
+    y = y.clone()
+    y[1] = 7
+    attacks = {"PGD": PGD(eps=0.1, steps=2), "FMN": FMN(norm="linf", steps=3), "DeepFool": DeepFool(steps=3)}
+    with pytest.raises(UserInputError, match="has labels 0..7, the model gives 3 classes"):
+        if run == "maps":
+            essential_maps(model, x, y, progress=False)
+        else:
+            attacks[run](model, x, y)
+
+
 def test_model_and_data_must_fit():
     digits = load_model("digits_small_cnn")
     x = torch.rand(4, 1, 32, 32)

@@ -172,7 +172,7 @@ def test_model_mode_flags_and_grads_are_restored(digits):
         assert [m.training for m in model.modules()] == modes, attack
         assert [p.requires_grad for p in model.parameters()] == flags, attack
         assert all(p.grad is None for p in model.parameters()), attack
-    with pytest.raises(RuntimeError):  # a label past the last class fails inside the attack
+    with pytest.raises(UserInputError, match="labels 10..10, the model gives 10 classes"):  # fails mid-attack
         FMN(steps=2)(model, x, torch.full_like(y, 10))
     assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in model.parameters()] == flags
