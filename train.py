@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from freqmaps.errors import UserInputError, exit_on_user_error
-from freqmaps.files import write_atomically
+from freqmaps.files import check_writable, write_atomically
 from freqmaps.zoo import read_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
@@ -51,6 +51,19 @@ class FreqmapsCLI(LightningCLI):
         for name in ("num_classes", "in_channels", "image_size"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit")
+
+    def before_instantiate_classes(self) -> None:
+        """The folders outputs go to must be writable before anything is built or trained: one-line errors."""
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        folders = {"trainer.default_root_dir": trainer.default_root_dir}
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for logger in loggers:
+            save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+            if save_dir:
+                folders["trainer.logger.init_args.save_dir"] = save_dir
+        for option, folder in folders.items():
+            if folder:
+                check_writable(folder, option)
 
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit or self.trainer.interrupted:
@@ -119,7 +132,7 @@ def main(args: list[str] | None = None) -> FreqmapsCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=LoggerSaveConfigCallback,
-        save_config_kwargs={"overwrite": True},
+        save_config_kwargs={"save_to_log_dir": False},  # the run folder gets it (LoggerSaveConfigCallback)
         parser_kwargs={"parser_mode": "omegaconf+", **{
             command: {"default_config_files": [str(DEFAULT_CONFIG)]} for command in LightningCLI.subcommands()
         }},

@@ -35,7 +35,7 @@ class FrequencyMapsCallback(ProbeCallback):
 
     Each probe batch is one `analyse_images` call (its attack seeded with seed + batch number); the batches are
     gathered, and rank zero concludes. With `warm_start`, a map starts from the previous analysis' map of the same
-    stage, image and target class (kept in checkpoints, so a resumed fit warm-starts too; `freqmaps.maps`: it
+    stage, image and target class (kept in checkpoints: a resumed fit warm-starts too; `freqmaps.maps`: it
     may stop after `warm_min_steps`, at most `min_steps` (`fast_min_steps`) steps, then goes on under the full
     rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
 
@@ -88,14 +88,20 @@ class FrequencyMapsCallback(ProbeCallback):
         self.log_table = log_table
         self.log_artifact = log_artifact
         self._previous: dict[str, list[FrequencyMaps]] = {}  # stage -> the last analysis' maps, for warm starts
+        self._restored: dict[str, list[FrequencyMaps]] = {}  # the checkpoint's, until a fit takes them over
 
     def state_dict(self) -> dict:
         """The warm-start maps, so that a resumed fit warm-starts as the uninterrupted one (tensors only)."""
         return {"previous": {stage: [maps.state() for maps in kinds] for stage, kinds in self._previous.items()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._previous = {stage: [FrequencyMaps.from_state(maps, f"{self.state_key} in the checkpoint")
+        self._restored = {stage: [FrequencyMaps.from_state(maps, f"{self.state_key} in the checkpoint")
                                   for maps in kinds] for stage, kinds in state_dict.get("previous", {}).items()}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed fit warm-starts from the checkpoint's maps; `validate` / `test` on a checkpoint start cold,
+        and so give what the fit logged for those weights."""
+        self._previous, self._restored = self._restored, {}
 
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
         settings = self.maps

@@ -1,11 +1,13 @@
 """Files that are either whole or absent: a writer writes to `<name>.partial` beside the target, which is
 renamed onto the target only once the writer returns, so a killed or failing write never leaves a truncated
-file under the final name."""
+file under the final name. And folders checked for writing before any compute."""
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from freqmaps.errors import UserInputError
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -19,3 +21,17 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def check_writable(directory: str | Path, option: str) -> Path:
+    """Create `directory` (and its parents) and write and remove a file in it; a UserInputError naming the
+    folder, the reason and the `option` that chose it, otherwise. Returns the folder."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / ".write_test", lambda path: path.write_text(""))
+        (directory / ".write_test").unlink()
+    except OSError as error:
+        raise UserInputError(f"{option} {directory} is not writable ({error.strerror}); choose another with "
+                             f"--{option}") from None
+    return directory

@@ -25,7 +25,7 @@ import torch
 from freqmaps.class_maps import ClassMaps
 from freqmaps.correlation import IdCorResult
 from freqmaps.errors import UserInputError, exit_on_user_error
-from freqmaps.files import write_atomically
+from freqmaps.files import check_writable, write_atomically
 from freqmaps.figures import class_maps_figure, class_means_figure, null_distribution_figure, radial_profile_figure
 from freqmaps.maps import FrequencyMaps
 from freqmaps.study import ROW_FIELDS, Study
@@ -42,14 +42,7 @@ DEFENCE_SENTENCE = (
 def prepare_output_dir(directory: str | Path, overwrite: bool = False) -> Path:
     """Create the results folder and check, before any compute, that files can be written in it and that it
     does not hold a finished study (its results.json) unless `overwrite`; UserInputError otherwise."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(directory / ".write_test", lambda path: path.write_text(""))
-        (directory / ".write_test").unlink()
-    except OSError as error:
-        raise UserInputError(f"output_dir {directory} is not writable ({error.strerror}); choose another with "
-                             "--output_dir") from None
+    directory = check_writable(directory, "output_dir")
     if (directory / "results.json").exists() and not overwrite:
         raise UserInputError(f"{directory} holds the results of another study (results.json); choose another "
                              "--output_dir or pass --overwrite true")

@@ -3,6 +3,8 @@ another shape, labels beyond the model's classes, out-of-range counts, an unwrit
 before any compute)."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -143,3 +145,13 @@ def test_a_probe_callback_checks_the_model_against_its_data():
                         callbacks=[RobustAccuracyCallback(probe_size=8, batch_size=8)])
     with pytest.raises(UserInputError, match=r"takes 3-channel images, RobustAccuracyCallback's val probe has 1 "):
         trainer.validate(model, datamodule=data)
+
+
+def test_train_py_finds_an_unwritable_output_folder_before_building_anything(tmp_path, monkeypatch):
+    from train import main
+
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.setattr("datamodules.DigitsDataModule.setup", lambda *a, **k: pytest.fail("data set up"))
+    with pytest.raises(UserInputError, match=r"trainer.default_root_dir .*a_file/out is not writable \(Not a dir"):
+        main(["fit", "--trainer.default_root_dir", str(tmp_path / "a_file" / "out")])
