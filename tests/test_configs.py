@@ -2,8 +2,8 @@
 
 tests/frozen_configs/<name>.yaml is what `python train.py fit --config configs/<name>.yaml --print_config` printed
 before the configs were composed, the training modes became objectives and input filters, and the map solver's
-knobs moved into FrequencyMapsCallback's `maps:` section (and that callback moved to the fast map rule).
-`upgraded` renames those keys explicitly; an init
+knobs moved into FrequencyMapsCallback's `maps:` section (and that callback moved to the fast map rule), and
+the trainer gained the AtomicCheckpointIO plugin. `upgraded` renames those keys explicitly; an init
 argument a class gained since then must hold its default; every other value must be equal."""
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ def with_new_defaults(expected, resolved):
 def upgraded(frozen: dict) -> dict:
     """A frozen resolved config in today's keys and classes."""
     config = copy.deepcopy(frozen)
+    assert config["trainer"]["plugins"] is None
+    config["trainer"]["plugins"] = [{"class_path": "lightning_modules.atomic_checkpoint.AtomicCheckpointIO"}]
     for callback in config["trainer"]["callbacks"]:
         if callback["class_path"] == "callbacks.FrequencyMapsCallback":
             callback["init_args"] = fast_rule(frequency_maps_callback(callback["init_args"]))
