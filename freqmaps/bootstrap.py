@@ -24,10 +24,10 @@ from typing import Literal
 import torch
 
 from freqmaps.correlation import (
-    _check_pair, _chunk_rows, _nearest_two, _twonn_fit, cka, pair_cosines, squared_distances, standardize_rows,
-    svcca,
+    _check_pair, _chunk_rows, _nearest, cka, idcor_score, pair_cosines, squared_distances, standardize_rows, svcca,
 )
 from freqmaps.errors import UserInputError
+from freqmaps.intrinsic_dimension import Estimator, TwoNN
 
 Method = Literal["percentile", "bca"]
 
@@ -56,18 +56,18 @@ def resample_indices(n: int, resamples: int, seed: int) -> torch.Tensor:
     return torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(seed))
 
 
-def _twonn_of_resample(D: torch.Tensor, b: torch.Tensor, fraction: float) -> float:
-    """TwoNN dimension of the resample b (m,) of points with squared distances D (n, n): own copies excluded."""
+def dimension_of_resample(D: torch.Tensor, b: torch.Tensor, estimator: Estimator) -> float:
+    """The dimension of the resample b (m,) of points with squared distances D (n, n): own copies excluded."""
     sub = D[b][:, b].clone()
     sub.masked_fill_(b[:, None] == b[None, :], math.inf)
-    r1, r2 = _nearest_two(len(b), _chunk_rows(len(b), D.device, None), lambda start, stop: sub[start:stop])
-    return _twonn_fit(r1, r2, fraction, squared=True)
+    r = _nearest(len(b), _chunk_rows(len(b), D.device, None), lambda start, stop: sub[start:stop],
+                 estimator.neighbours)
+    return estimator.estimate(r, squared=True).dimension
 
 
-def _idcor_from(D_a: torch.Tensor, D_e: torch.Tensor, b: torch.Tensor, fraction: float) -> float:
-    id_a, id_e = _twonn_of_resample(D_a, b, fraction), _twonn_of_resample(D_e, b, fraction)
-    id_joint = _twonn_of_resample(D_a + D_e, b, fraction)
-    return (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e))
+def _idcor_from(D_a: torch.Tensor, D_e: torch.Tensor, b: torch.Tensor, estimator: Estimator) -> float:
+    return idcor_score(dimension_of_resample(D_a, b, estimator), dimension_of_resample(D_e, b, estimator),
+                       dimension_of_resample(D_a + D_e, b, estimator))
 
 
 def _interval(estimate: float, values: torch.Tensor, jackknife: Callable[[], torch.Tensor] | None, level: float,
@@ -101,16 +101,19 @@ def _check_level(level: float) -> None:
 
 
 def bootstrap_idcor(A: torch.Tensor, E: torch.Tensor, resamples: int = 1000, level: float = 0.95,
-                    method: Method = "percentile", seed: int = 0, fraction: float = 0.9) -> Interval:
+                    method: Method = "percentile", seed: int = 0, fraction: float = 0.9,
+                    estimator: Estimator | None = None) -> Interval:
     """Confidence interval for IdCor(A, E) over pairs. A: (n, da), E: (n, de), row i of both the same image.
 
-    The estimate is `freqmaps.correlation.idcor`'s; each resample costs three O(n^2) gathers and two-smallest
-    searches of the matrices computed once. BCa's jackknife costs n more.
+    The estimate is `freqmaps.correlation.idcor`'s with the same `estimator` (default TwoNN(fraction)); each
+    resample costs three O(n^2) gathers and nearest-neighbour searches of the matrices computed once. BCa's
+    jackknife costs n more.
     """
+    estimator = estimator or TwoNN(fraction)
     _check_pair(A, E)
     D_a = squared_distances(standardize_rows(A))
     D_e = squared_distances(standardize_rows(E))
-    return _bootstrap_rows(lambda b: _idcor_from(D_a, D_e, b, fraction), len(A), A.device, resamples, level,
+    return _bootstrap_rows(lambda b: _idcor_from(D_a, D_e, b, estimator), len(A), A.device, resamples, level,
                            method, seed)
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from freqmaps.errors import UserInputError
+from freqmaps.intrinsic_dimension import Estimate, Estimator, TwoNN
 
 # Squared distances from the Gram identity |x|^2 + |y|^2 - 2 x.y lose their relative precision by cancellation
 # when they are tiny next to |x|^2 + |y|^2; below this fraction they are recomputed from differences, so
@@ -95,35 +96,6 @@ def squared_distances(X: torch.Tensor, *, dtype: torch.dtype = torch.float64) ->
     return out
 
 
-def _twonn_fit(r1: torch.Tensor, r2: torch.Tensor, fraction: float, squared: bool) -> float:
-    """TwoNN slope from each point's first and second nearest-neighbour distances r1, r2: (n,).
-
-    With `squared=True` they are squared distances (log mu = log(r2 / r1) / 2). docs/method.md §3: mu = r2 / r1, points
-    with r1 == 0 or r1 == r2 dropped, mu sorted, F_i = i / N (i = 1..N); least-squares line through the origin
-    of -log(1 - F_i) against log mu_i over the first floor(fraction * N) points, never the last (F_N = 1).
-    """
-    r1, r2 = r1.double(), r2.double()
-    good = (r1 > 0) & (r1 != r2)
-    log_mu = torch.log(r2[good] / r1[good]).sort().values
-    if squared:
-        log_mu = log_mu / 2
-    N = log_mu.numel()
-    npoints = min(math.floor(N * fraction), N - 1)
-    x = log_mu[:npoints]
-    if npoints < 1 or not bool((x != 0).any()):
-        raise UserInputError(
-            f"TwoNN has {N} usable points (after dropping duplicates and ties) and keeps {max(npoints, 0)}: "
-            "too few to fit a dimension; give it more distinct points")
-    F_emp = torch.arange(1, npoints + 1, dtype=torch.float64, device=x.device) / N
-    y = -torch.log1p(-F_emp)
-    return float((x @ y) / (x @ x))
-
-
-def _check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise UserInputError(f"fraction must be in (0, 1], got {fraction}")
-
-
 def _two_smallest(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's smallest and second smallest entry: the values of torch.topk(block, 2, largest=False) (a
     repeated smallest value gives both), without its per-row selection, which costs several times one pass.
@@ -150,30 +122,35 @@ def _two_smallest(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return r1, torch.minimum(segment.amin(1), segment_min.amin(1))
 
 
-def _nearest_two(n: int, step: int,
-                 block_of: Callable[[int, int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each point's smallest and second smallest entry among the other points, `step` rows at a time.
+def _nearest(n: int, step: int, block_of: Callable[[int, int], torch.Tensor], k: int = 2) -> torch.Tensor:
+    """Each point's k smallest entries among the other points, ascending, `step` rows at a time.
 
     block_of(start, stop) gives rows start..stop-1 of an (n, n) matrix of distances (or squared distances)
     as a tensor this function may overwrite: each row's own entry (the diagonal) is set to +inf and ignored.
-    An identical point gives r1 = 0, which TwoNN drops. Returns r1, r2: (n,) in the blocks' dtype.
+    An identical point gives r1 = 0, which the estimators drop. Returns (n, k) in the blocks' dtype; k = 2 takes
+    `_two_smallest`'s one-pass search, larger k torch.topk.
     """
-    r1 = r2 = None
+    if not 2 <= k < n:
+        raise UserInputError(f"{k} nearest neighbours need more than {k} points, got {n}")
+    out = None
     for start in range(0, n, step):
         stop = min(start + step, n)
         block = block_of(start, stop)
         block.diagonal(start).fill_(math.inf)
-        if r1 is None:
-            r1, r2 = block.new_empty(n), block.new_empty(n)
-        r1[start:stop], r2[start:stop] = _two_smallest(block)
-    return r1, r2
+        if out is None:
+            out = block.new_empty(n, k)
+        if k == 2:
+            out[start:stop, 0], out[start:stop, 1] = _two_smallest(block)
+        else:
+            out[start:stop] = torch.topk(block, k, dim=1, largest=False).values
+    return out
 
 
-def _joint_nearest(D_a: torch.Tensor, D_e: torch.Tensor,
-                   step: int) -> Callable[[torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]:
-    """A function of a permutation `perm` (or None: the identity) giving the nearest two of every point of
-    the joint set [A | E[perm]] from its squared distances D_J = D_a + P D_e P^T. D_a, D_e: (n, n) ->
-    (perm: (n,) -> r1, r2: (n,)).
+def _joint_nearest(D_a: torch.Tensor, D_e: torch.Tensor, step: int,
+                   k: int = 2) -> Callable[[torch.Tensor | None], torch.Tensor]:
+    """A function of a permutation `perm` (or None: the identity) giving the k nearest squared distances of
+    every point of the joint set [A | E[perm]] from D_J = D_a + P D_e P^T. D_a, D_e: (n, n) ->
+    (perm: (n,) -> (n, k)).
 
     Row i of P D_e P^T is D_e[perm[i], perm]: rows by index_select, columns by torch.gather with a broadcast
     index (faster than index_select along dim 1), into two (step, n) buffers allocated once and reused by
@@ -183,32 +160,31 @@ def _joint_nearest(D_a: torch.Tensor, D_e: torch.Tensor,
     n = D_a.shape[0]
     rows_buf, block_buf = D_a.new_empty(step, n), D_a.new_empty(step, n)
 
-    def nearest(perm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(perm: torch.Tensor | None) -> torch.Tensor:
         if perm is None:
-            return _nearest_two(n, step, lambda start, stop: torch.add(
-                D_a[start:stop], D_e[start:stop], out=block_buf[: stop - start]))
+            return _nearest(n, step, lambda start, stop: torch.add(
+                D_a[start:stop], D_e[start:stop], out=block_buf[: stop - start]), k)
 
         def block_of(start: int, stop: int) -> torch.Tensor:
             rows = torch.index_select(D_e, 0, perm[start:stop], out=rows_buf[: stop - start])
             block = torch.gather(rows, 1, perm.expand(stop - start, n), out=block_buf[: stop - start])
             return block.add_(D_a[start:stop])
 
-        return _nearest_two(n, step, block_of)
+        return _nearest(n, step, block_of, k)
 
     return nearest
 
 
-def twonn(X: torch.Tensor, *, distances: bool = False, fraction: float = 0.9) -> float:
-    """Intrinsic dimension by TwoNN (Facco et al. 2017, Sci. Rep. 7:12140), exactly as docs/method.md §3.
+def intrinsic_dimension(X: torch.Tensor, estimator: Estimator | None = None, *,
+                        distances: bool = False) -> Estimate:
+    """Intrinsic dimension of points X: (n, d) (n > the estimator's neighbours) by `estimator`
+    (`freqmaps.intrinsic_dimension`; default TwoNN, the paper's), with its standard error.
 
-    X: (n, d) points (n >= 3), or with `distances=True` an (n, n) matrix of (not squared) distances (its
-    diagonal, e.g. the rounding noise of torch.cdist, is ignored). For each point mu = r2 / r1 (second over
-    first nearest-neighbour distance); points with r1 == 0 (duplicates) or r1 == r2 are dropped; with the N
-    remaining ratios sorted and F_i = i / N, the dimension is the slope of the least-squares line through the
-    origin of -log(1 - F_i) against log mu_i over the first floor(fraction * N) points. Points are handled in
-    row blocks (no (n, n) matrix held), their distances in float64 on X's device.
+    With `distances=True`, X is an (n, n) matrix of (not squared) distances (its diagonal, e.g. the rounding
+    noise of torch.cdist, is ignored). Points are handled in row blocks (no (n, n) matrix held), their distances
+    in float64 on X's device.
     """
-    _check_fraction(fraction)
+    estimator = estimator or TwoNN()
     n = X.shape[0] if X.dim() == 2 else 0
     step = _chunk_rows(n, X.device, None)
     if distances:
@@ -218,13 +194,25 @@ def twonn(X: torch.Tensor, *, distances: bool = False, fraction: float = 0.9) ->
             raise UserInputError(f"TwoNN needs at least 3 points, got {n}")
         if not torch.isfinite(X).all() or (X < 0).any():
             raise UserInputError("a distance matrix must be finite and non-negative")
-        r1, r2 = _nearest_two(n, step, lambda start, stop: X[start:stop].to(torch.float64, copy=True))
-        return _twonn_fit(r1, r2, fraction, squared=False)
+        r = _nearest(n, step, lambda start, stop: X[start:stop].to(torch.float64, copy=True), estimator.neighbours)
+        return estimator.estimate(r, squared=False)
     _check_points(X, "X")
     X = X.double()
     sq = X.square().sum(1)
-    r1, r2 = _nearest_two(n, step, lambda start, stop: _squared_distance_rows(X, sq, start, stop))
-    return _twonn_fit(r1, r2, fraction, squared=True)
+    r = _nearest(n, step, lambda start, stop: _squared_distance_rows(X, sq, start, stop), estimator.neighbours)
+    return estimator.estimate(r, squared=True)
+
+
+def twonn(X: torch.Tensor, *, distances: bool = False, fraction: float = 0.9) -> float:
+    """Intrinsic dimension by TwoNN (Facco et al. 2017, Sci. Rep. 7:12140), exactly as docs/method.md §3.
+
+    X: (n, d) points (n >= 3), or with `distances=True` an (n, n) matrix of (not squared) distances. For each
+    point mu = r2 / r1 (second over first nearest-neighbour distance); points with r1 == 0 (duplicates) or
+    r1 == r2 are dropped; with the N remaining ratios sorted and F_i = i / N, the dimension is the slope of the
+    least-squares line through the origin of -log(1 - F_i) against log mu_i over the first floor(fraction * N)
+    points. `intrinsic_dimension(X, TwoNN(fraction))` gives it with its standard error.
+    """
+    return intrinsic_dimension(X, TwoNN(fraction), distances=distances).dimension
 
 
 def standardize_rows(X: torch.Tensor) -> torch.Tensor:
@@ -242,7 +230,8 @@ class IdCorResult:
     idcor = (id_a + id_e - id_joint) / max(id_a, id_e): 1 when the joint dimension is the smaller of the two
     (one set determines the other), 0 when dimensions add (independent sets). p_value =
     (#{null < id_joint} + 1) / (permutations + 1) (NaN without permutations). null: (permutations,) float64,
-    the joint ids with E's rows shuffled.
+    the joint ids with E's rows shuffled. se_a, se_e, se_joint: each dimension's standard error (from the
+    estimator's likelihood, `freqmaps.intrinsic_dimension`); estimator: its name.
     """
 
     idcor: float
@@ -251,6 +240,10 @@ class IdCorResult:
     id_e: float
     id_joint: float
     null: torch.Tensor
+    se_a: float = math.nan
+    se_e: float = math.nan
+    se_joint: float = math.nan
+    estimator: str = "twonn"
 
 
 def idcor(
@@ -261,12 +254,14 @@ def idcor(
     chunk_size: int | None = None,
     fraction: float = 0.9,
     dtype: torch.dtype = torch.float32,
+    estimator: Estimator | None = None,
 ) -> IdCorResult:
     """Intrinsic-dimension correlation (Basile et al., "Intrinsic dimension correlation", ICLR 2025) with the
     permutation p-value of docs/method.md §3.
 
     A: (n, da), E: (n, de), n >= 3, row i of both the same image. Each set goes through `standardize_rows`;
-    id_a, id_e, id_joint are TwoNN dimensions of A, E and [A | E] (n, da + de). The k-th of the N =
+    id_a, id_e, id_joint are the dimensions of A, E and [A | E] (n, da + de) by `estimator` (default TwoNN
+    with `fraction`, the paper's; `freqmaps.intrinsic_dimension.LevinaBickel` or `Gride` instead). The k-th of the N =
     `permutations` shuffles is the k-th `torch.randperm(n)` of a CPU generator seeded with `seed`; it pairs row
     i of A with row perm[i] of E, and p = (#{shuffled id_J < id_J} + 1) / (N + 1): a correlated pair has a
     smaller joint dimension than its shuffles, so p = 1 / (N + 1), the smallest possible.
@@ -282,27 +277,29 @@ def idcor(
     every distance to about 1e-12, at twice the memory and more time.
     """
     _check_pair(A, E)
-    _check_fraction(fraction)
+    estimator = estimator or TwoNN(fraction)
     if permutations < 0:
         raise UserInputError(f"permutations must be >= 0, got {permutations}")
-    n = A.shape[0]
+    n, k = A.shape[0], estimator.neighbours
     step = _chunk_rows(n, A.device, chunk_size)
     D_a = squared_distances(standardize_rows(A), dtype=dtype)
     D_e = squared_distances(standardize_rows(E), dtype=dtype)
-
-    def dimension(r1_r2: tuple[torch.Tensor, torch.Tensor]) -> float:
-        return _twonn_fit(*r1_r2, fraction, squared=True)
-
-    id_a = dimension(_nearest_two(n, step, lambda start, stop: D_a[start:stop].clone()))
-    id_e = dimension(_nearest_two(n, step, lambda start, stop: D_e[start:stop].clone()))
-    joint_nearest = _joint_nearest(D_a, D_e, step)
-    id_joint = dimension(joint_nearest(None))
+    a = estimator.estimate(_nearest(n, step, lambda start, stop: D_a[start:stop].clone(), k), squared=True)
+    e = estimator.estimate(_nearest(n, step, lambda start, stop: D_e[start:stop].clone(), k), squared=True)
+    joint_nearest = _joint_nearest(D_a, D_e, step, k)
+    joint = estimator.estimate(joint_nearest(None), squared=True)
     g = torch.Generator().manual_seed(seed)
-    null = torch.tensor([dimension(joint_nearest(torch.randperm(n, generator=g).to(A.device)))
-                         for _ in range(permutations)], dtype=torch.float64)
-    p_value = (int((null < id_joint).sum()) + 1) / (permutations + 1) if permutations else math.nan
-    score = (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e))
-    return IdCorResult(score, p_value, id_a, id_e, id_joint, null)
+    null = torch.tensor([estimator.estimate(joint_nearest(torch.randperm(n, generator=g).to(A.device)),
+                                            squared=True).dimension for _ in range(permutations)], dtype=torch.float64)
+    p_value = (int((null < joint.dimension).sum()) + 1) / (permutations + 1) if permutations else math.nan
+    score = idcor_score(a.dimension, e.dimension, joint.dimension)
+    return IdCorResult(score, p_value, a.dimension, e.dimension, joint.dimension, null, a.standard_error,
+                       e.standard_error, joint.standard_error, estimator.name)
+
+
+def idcor_score(id_a: float, id_e: float, id_joint: float) -> float:
+    """(id_a + id_e - id_joint) / max(id_a, id_e): 1 when one set determines the other, 0 when independent."""
+    return (id_a + id_e - id_joint) / (id_a + id_e - min(id_a, id_e))
 
 
 def _centered(X: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from freqmaps.bootstrap import (
-    _twonn_of_resample, bootstrap_correlation, bootstrap_cosine, bootstrap_idcor, resample_indices,
+    bootstrap_correlation, bootstrap_cosine, bootstrap_idcor, dimension_of_resample, resample_indices,
 )
 from freqmaps.correlation import idcor, squared_distances, standardize_rows
 from freqmaps.errors import UserInputError
+from freqmaps.intrinsic_dimension import TwoNN
 
 
 def paired_sets(n: int, dependent: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +51,7 @@ def test_resampled_twonn_equals_explicit_recomputation():
     for b in resample_indices(120, 3, seed=5):
         assert len(torch.unique(b)) < 120  # the resample really repeats points
         expected = twonn_numpy(S[b].numpy(), b.numpy())
-        assert _twonn_of_resample(D, b, 0.9) == pytest.approx(expected, rel=1e-9)
+        assert dimension_of_resample(D, b, TwoNN(0.9)) == pytest.approx(expected, rel=1e-9)
 
 
 def test_estimate_is_idcor_and_intervals_separate_dependence():
