@@ -11,6 +11,7 @@ figures/*.png and maps/*.pt (see freqmaps.report; `python -m freqmaps.report DIR
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ from freqmaps.class_maps import CLASS_MAP_SETTINGS
 from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.inputs import check_model_fits
 from freqmaps.maps import MapSettings
+from freqmaps.power import pairs_for_power
 from freqmaps.report import prepare_output_dir, write_study
 from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS, Study, run_study
@@ -47,6 +49,8 @@ def analyze(
     split: Literal["test", "val"] = "test",
     maps: MapSettings = MapSettings(),
     permutations: int = 100,
+    resamples: int = 1000,
+    power_simulations: int = 50,
     seed: int = 0,
     pool_kernel: int | None = None,
     active_threshold: float = 0.5,
@@ -73,6 +77,9 @@ def analyze(
         maps: the essential/adversarial map solver (the paper's: lam 0.5 at 32 px, lr 0.01, 500/5000 steps), the
             same knobs as FrequencyMapsCallback's `maps`; `solver: fast` for the fast rule (README "Two solvers").
         permutations: IdCor's permutation test.
+        resamples: IdCor's bootstrap interval over pairs (95%, percentile; 0: none).
+        power_simulations: simulations per tried number of pairs for the pairs IdCor's test needs to detect the
+            observed IdCor with 80% power (`freqmaps.power.pairs_for_power`; 0: not computed).
         seed: image draw, attack random starts (chunk k: seed + k), IdCor permutations.
         pool_kernel: max-pool before correlating (None: the paper's). active_threshold: a map entry above it
             counts as a frequency kept (for the sparsity metrics).
@@ -88,7 +95,8 @@ def analyze(
         progress: progress bars.
     """
     started = time.perf_counter()
-    for name, value, least in (("images", images, 1), ("permutations", permutations, 0),
+    for name, value, least in (("images", images, 1), ("permutations", permutations, 0), ("resamples", resamples, 0),
+                               ("power_simulations", power_simulations, 0),
                                ("attack_batch_size", attack_batch_size, 1), ("class_map_images", class_map_images, 0)):
         if value < least:
             raise UserInputError(f"{name} must be >= {least}, got {value}")
@@ -111,18 +119,40 @@ def analyze(
         seed=seed, pool_kernel=pool_kernel, active_threshold=active_threshold, attack_batch_size=attack_batch_size,
         class_map_data=class_data, class_map_attack=class_map_attack, class_map_settings=class_maps,
         adaptive_attack=None if adaptive_attack is None else (attack_names([adaptive_attack])[0], adaptive_attack),
-        progress=progress,
+        progress=progress, resamples=resamples,
     )
     class_names = getattr(data, "class_names", None)
     extra = {"checkpoint": str(checkpoint), "device": str(device), "images": images, "split": split,
              "total_seconds": time.perf_counter() - started,
              "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
+    if power_simulations:
+        extra["power"] = {row["attack"]: power_row(row, power_simulations, seed) for row in study.rows}
     paths = write_study(study, output_dir, class_names, extra, overwrite)
     print(paths["markdown"].read_text())
+    for attack, power in extra.get("power", {}).items():
+        print(f"{attack}: {power['sentence']}")
     if wandb_project:
         log_to_wandb(study, paths, wandb_project, wandb_name, wandb_offline, output_dir, extra)
     print(f"results in {output_dir} ({extra['total_seconds']:.0f} s)")
     return {"rows": study.rows, "paths": paths}
+
+
+def power_row(row: dict, simulations: int, seed: int) -> dict:
+    """The pairs IdCor's permutation test needs to detect the row's IdCor with 80% power, by simulation at the
+    row's rounded dimensions (`freqmaps.power.pairs_for_power`, 50 permutations), with a sentence saying so."""
+    n, effect = int(row["n_pairs"]), float(row["idcor"])
+    if not math.isfinite(effect) or effect <= 0:
+        return {"pairs_for_80": None, "sentence": f"IdCor {effect:.3f}: no positive effect to size a test for"}
+    id_a, id_e = max(1, round(float(row["id_adversarial"]))), max(1, round(float(row["id_essential"])))
+    try:
+        found = pairs_for_power(id_a, id_e, effect, 0.8, simulations=simulations, permutations=50, seed=seed)
+    except UserInputError as error:
+        return {"pairs_for_80": None, "sentence": str(error)}
+    return {"pairs_for_80": found.n, "power_there": found.power, "effect_simulated": found.effect,
+            "id_a": id_a, "id_e": id_e, "sentence": (
+                f"IdCor {effect:.3f} with {n} pairs; at dimensions {id_a} / {id_e} (shared {found.shared}: IdCor "
+                f"{found.effect:.3f}) the permutation test reaches 80% power at about {found.n} pairs "
+                f"(simulated power {found.power:.2f}, {simulations} simulations)")}
 
 
 def log_to_wandb(study: Study, paths: dict[str, Path], project: str, name: str | None, offline: bool,

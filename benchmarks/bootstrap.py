@@ -1,11 +1,11 @@
 """Bootstrap interval of IdCor: freqmaps.bootstrap.bootstrap_idcor (a resample's squared distances are a
 row/column gather of the two matrices computed once) versus recomputing every distance of each resample
-(torch.cdist of the resampled rows of A, E and [A | E], float64), same data, same resamples, same run.
+(`squared_distances` of the resampled rows of A, E and [A | E]), same data, same resamples, same run.
 
     python -m benchmarks.bootstrap [--n 2000] [--d 3072] [--resamples 1000] [--naive-resamples 5] [--out PATH]
 
-Both ways standardise the full sample once (as bootstrap_idcor does) and exclude a point's own copies from its
-neighbours. The naive way runs --naive-resamples resamples (the first ones of the same draw) and its time for
+Both ways standardise the full sample once (as bootstrap_idcor does) and find each distinct resampled point's
+neighbours among the other distinct ones, counting its ratio as often as it is drawn. The naive way runs --naive-resamples resamples (the first ones of the same draw) and its time for
 all --resamples is extrapolated from their mean (said so in the output and the JSON); their IdCor values must
 equal the fast way's. Ends with `speedup: X` (naive over fast). Writes benchmarks/results/bootstrap.json.
 """
@@ -21,17 +21,22 @@ import torch
 from benchmarks.common import write_json
 from benchmarks.correlation import paired_sets
 from freqmaps.bootstrap import bootstrap_idcor, resample_indices
-from freqmaps.correlation import idcor_score, standardize_rows
+from freqmaps.correlation import idcor_score, squared_distances, standardize_rows
 from freqmaps.intrinsic_dimension import TwoNN
 
 
 def naive_resample(A: torch.Tensor, E: torch.Tensor, b: torch.Tensor) -> float:
-    """IdCor of resample b (m,) from fresh distances of its rows (A, E standardised: (n, d) float64)."""
-    def dimension(X: torch.Tensor) -> float:
-        D = torch.cdist(X, X).masked_fill_(b[:, None] == b[None, :], math.inf)  # itself and its own copies
-        return TwoNN().estimate(D.topk(2, dim=1, largest=False).values, squared=False).dimension
+    """IdCor of resample b (m,) from fresh squared distances among its distinct rows (A, E standardised: (n, d)
+    float64), computed and stored as bootstrap_idcor's (`squared_distances`, float32), each distinct row's
+    ratio counted as often as b draws it."""
+    u, counts = torch.unique(b, return_counts=True)
 
-    a, e = A[b], E[b]
+    def dimension(X: torch.Tensor) -> float:
+        D = squared_distances(X, dtype=torch.float32).fill_diagonal_(math.inf)
+        r = D.topk(2, dim=1, largest=False).values.repeat_interleave(counts, 0)
+        return TwoNN().estimate(r, squared=True).dimension
+
+    a, e = A[u], E[u]
     return idcor_score(dimension(a), dimension(e), dimension(torch.cat([a, e], 1)))
 
 

@@ -47,7 +47,8 @@ class FrequencyMapsCallback(ProbeCallback):
         maps: the map solver (`freqmaps.maps.MapSettings`; its batch_size is the solver's working batch).
             Default: the fast rule (`solver: fast`), made to be left on; `solver: paper` for the paper's.
         warm_start, warm_min_steps: warm start from the previous analysis, and its minimum steps.
-        permutations: IdCor's permutation test. pool_kernel: max-pool before correlating (None: the paper's).
+        permutations: IdCor's permutation test. resamples: its 95% bootstrap interval (`idcor_ci_low`,
+            `idcor_ci_high`; 0: none). pool_kernel: max-pool before correlating (None: the paper's).
         active_threshold: a map entry above it counts as a frequency kept (for the sparsity metrics).
         log_images, log_table, log_artifact: what goes to W&B besides the scalars.
         seed: probe draw, attack random starts (batch b: seed + b), IdCor permutations.
@@ -64,6 +65,7 @@ class FrequencyMapsCallback(ProbeCallback):
         warm_start: bool = True,
         warm_min_steps: int = 50,
         permutations: int = 100,
+        resamples: int = 200,
         pool_kernel: int | None = None,
         active_threshold: float = 0.5,
         log_images: bool = True,
@@ -75,13 +77,15 @@ class FrequencyMapsCallback(ProbeCallback):
         super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
         if warm_min_steps < 0:
             raise UserInputError(f"FrequencyMapsCallback: warm_min_steps must be >= 0, got {warm_min_steps}")
-        if permutations < 0:
-            raise UserInputError(f"FrequencyMapsCallback: permutations must be >= 0, got {permutations}")
+        for key, value in (("permutations", permutations), ("resamples", resamples)):
+            if value < 0:
+                raise UserInputError(f"FrequencyMapsCallback: {key} must be >= 0, got {value}")
         self.attack = attack if attack is not None else FMN(norm="linf")
         self.maps = maps
         self.warm_start = warm_start
         self.warm_min_steps = warm_min_steps
         self.permutations = permutations
+        self.resamples = resamples
         self.pool_kernel = pool_kernel
         self.active_threshold = active_threshold
         self.log_images = log_images
@@ -121,8 +125,8 @@ class FrequencyMapsCallback(ProbeCallback):
             self._previous[stage] = [images.essential, images.adversarial]
         if not trainer.is_global_zero:
             return {}
-        analysis = conclude(images, permutations=self.permutations, seed=self.seed, pool_kernel=self.pool_kernel,
-                            active_threshold=self.active_threshold)
+        analysis = conclude(images, permutations=self.permutations, resamples=self.resamples, seed=self.seed,
+                            pool_kernel=self.pool_kernel, active_threshold=self.active_threshold)
         if analysis.correlation is None:
             rank_zero_warn(f"FrequencyMapsCallback: no correlation this time: {analysis.no_correlation}")
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]

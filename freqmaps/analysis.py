@@ -30,8 +30,8 @@ from freqmaps.inputs import check_images, check_labels, frozen_eval
 from freqmaps.maps import FrequencyMaps, MapProblem, MapSettings, solve_maps
 
 KINDS = ("essential", "adversarial")
-CORRELATION = ("idcor", "idcor_p", "id_essential", "id_adversarial", "id_joint", "svcca", "cka", "cosine_mean",
-               "cosine_std")
+CORRELATION = ("idcor", "idcor_p", "idcor_ci_low", "idcor_ci_high", "id_essential", "id_adversarial", "id_joint",
+               "id_essential_se", "id_adversarial_se", "id_joint_se", "svcca", "cka", "cosine_mean", "cosine_std")
 METRICS = (
     "images", "correct", "clean_acc", "fooled", "success_rate", "median_linf", "median_l2",
     *(f"{kind}_{name}" for kind in KINDS for name in ("maps", "kept", "steps", "warm", "sparsity")),
@@ -153,16 +153,17 @@ def analyse_images(
 
 
 def conclude(images: ImageAnalysis, *, permutations: int = 100, seed: int = 0, pool_kernel: int | None = None,
-             active_threshold: float = 0.5) -> Analysis:
+             active_threshold: float = 0.5, resamples: int = 0) -> Analysis:
     """Correlate the kept essential and adversarial maps of the same images (`correlate_maps`: IdCor with
-    `permutations` seeded with `seed`, SVCCA, CKA, cosine, after a max-pool of `pool_kernel`, None: the paper's)
+    `permutations` seeded with `seed` and, with `resamples`, its bootstrap interval, SVCCA, CKA, cosine, after a
+    max-pool of `pool_kernel`, None: the paper's)
     and make the per-class rows. A map entry above `active_threshold` counts as a frequency kept."""
     start = time.perf_counter()
     essential, adversarial = images.essential.kept_only(), images.adversarial.kept_only()
     correlation, reason = None, None
     try:
         correlation = correlate_maps(essential.maps, adversarial.maps, essential.index, adversarial.index,
-                                     permutations=permutations, seed=seed, kernel=pool_kernel)
+                                     permutations=permutations, seed=seed, kernel=pool_kernel, resamples=resamples)
     except UserInputError as error:
         reason = str(error)
     return Analysis(images, correlation, reason, int(torch.isin(essential.index, adversarial.index).sum()),
@@ -186,6 +187,7 @@ def analyse(
     active_threshold: float = 0.5,
     attack_batch_size: int = 256,
     progress: bool = True,
+    resamples: int = 0,
 ) -> Analysis:
     """`analyse_images` then `conclude`, in one call (arguments as there)."""
     earlier = () if previous is None else (previous.images.essential, previous.images.adversarial)
@@ -194,7 +196,7 @@ def analyse(
         warm_min_steps=warm_min_steps, seed=seed, attack_batch_size=attack_batch_size, progress=progress,
     )
     return conclude(images, permutations=permutations, seed=seed, pool_kernel=pool_kernel,
-                    active_threshold=active_threshold)
+                    active_threshold=active_threshold, resamples=resamples)
 
 
 def summary(analysis: Analysis) -> dict[str, float]:

@@ -5,14 +5,15 @@ how sure are we?". A resample draws n pairs (rows i of A and E together) with re
 recomputed on it, and the interval is read off the `resamples` values by the percentile method or by BCa
 (bias-corrected and accelerated, Efron 1987; acceleration from the jackknife).
 
-IdCor reuses the two (n, n) squared-distance matrices of the standardised sets: a resample's distances are a
-row/column gather of them, D[b][:, b]. Resampling repeats points, and a copy is at distance 0 from its twin,
-which TwoNN's rule (drop r1 == 0) would throw away together with the twin. Here a point's own copies are not
-its neighbours (their entries are set to +inf): each copy finds its nearest distinct points, so a point drawn
-k times enters the TwoNN fit k times — the bootstrap's weighting — and exact duplicates in the original data
-(r1 == 0 between different points) are still dropped as before. The standardisation is that of the full
-sample (the resample's own column means would shift every distance by sampling noise of the preprocessing,
-not of the pairs).
+IdCor reuses the two (n, n) squared-distance matrices of the standardised sets (and their sum, the joint set's):
+a resample's distances are a row/column gather of them. Resampling repeats points, and a copy is at distance 0
+from its twin, which TwoNN's rule (drop r1 == 0) would throw away together with the twin; and a point whose
+nearest neighbour was drawn twice would see r1 == r2, a tie TwoNN also drops. Here each distinct point of the
+resample finds its nearest neighbours among the other distinct points of the resample, and enters the fit as
+many times as the resample draws it (its mu repeated): the bootstrap's weighting, with every neighbourhood
+one of distinct points, as TwoNN assumes. Exact duplicates in the original data (r1 == 0 between different
+points) are still dropped as before. The standardisation is that of the full sample (the resample's own column
+means would shift every distance by sampling noise of the preprocessing, not of the pairs).
 """
 from __future__ import annotations
 
@@ -57,17 +58,29 @@ def resample_indices(n: int, resamples: int, seed: int) -> torch.Tensor:
 
 
 def dimension_of_resample(D: torch.Tensor, b: torch.Tensor, estimator: Estimator) -> float:
-    """The dimension of the resample b (m,) of points with squared distances D (n, n): own copies excluded."""
-    sub = D[b][:, b].clone()
-    sub.masked_fill_(b[:, None] == b[None, :], math.inf)
-    r = _nearest(len(b), _chunk_rows(len(b), D.device, None), lambda start, stop: sub[start:stop],
-                 estimator.neighbours)
+    """The dimension of the resample b (m,) of points with squared distances D (n, n).
+
+    Each distinct point u of b finds its neighbours among the other distinct points of b, and enters the fit as
+    many times as b draws it (see the module docstring). Rows come in blocks, each an index_select of D's rows
+    u[start:stop] and a gather of their columns u into two buffers allocated once (the pattern of
+    `freqmaps.correlation._joint_nearest`); the resample's matrix is never held whole."""
+    u, counts = torch.unique(b, return_counts=True)
+    m = len(u)
+    step = _chunk_rows(m, D.device, None)
+    rows_buf, block_buf = D.new_empty(min(step, m), D.shape[1]), D.new_empty(min(step, m), m)
+
+    def block_of(start: int, stop: int) -> torch.Tensor:
+        rows = torch.index_select(D, 0, u[start:stop], out=rows_buf[: stop - start])
+        return torch.gather(rows, 1, u.expand(stop - start, m), out=block_buf[: stop - start])
+
+    r = _nearest(m, step, block_of, estimator.neighbours).repeat_interleave(counts.to(D.device), 0)
     return estimator.estimate(r, squared=True).dimension
 
 
-def _idcor_from(D_a: torch.Tensor, D_e: torch.Tensor, b: torch.Tensor, estimator: Estimator) -> float:
+def _idcor_from(D_a: torch.Tensor, D_e: torch.Tensor, D_j: torch.Tensor, b: torch.Tensor,
+                estimator: Estimator) -> float:
     return idcor_score(dimension_of_resample(D_a, b, estimator), dimension_of_resample(D_e, b, estimator),
-                       dimension_of_resample(D_a + D_e, b, estimator))
+                       dimension_of_resample(D_j, b, estimator))
 
 
 def _interval(estimate: float, values: torch.Tensor, jackknife: Callable[[], torch.Tensor] | None, level: float,
@@ -105,16 +118,17 @@ def bootstrap_idcor(A: torch.Tensor, E: torch.Tensor, resamples: int = 1000, lev
                     estimator: Estimator | None = None) -> Interval:
     """Confidence interval for IdCor(A, E) over pairs. A: (n, da), E: (n, de), row i of both the same image.
 
-    The estimate is `freqmaps.correlation.idcor`'s with the same `estimator` (default TwoNN(fraction)); each
-    resample costs three O(n^2) gathers and nearest-neighbour searches of the matrices computed once. BCa's
-    jackknife costs n more.
+    The estimate is `freqmaps.correlation.idcor`'s with the same `estimator` (default TwoNN(fraction)) and the
+    same float32 storage of the distances; each resample costs three O(n^2) gathers and nearest-neighbour
+    searches of the three matrices computed once. BCa's jackknife costs n more.
     """
     estimator = estimator or TwoNN(fraction)
     _check_pair(A, E)
-    D_a = squared_distances(standardize_rows(A))
-    D_e = squared_distances(standardize_rows(E))
-    return _bootstrap_rows(lambda b: _idcor_from(D_a, D_e, b, estimator), len(A), A.device, resamples, level,
-                           method, seed)
+    D_a = squared_distances(standardize_rows(A), dtype=torch.float32)
+    D_e = squared_distances(standardize_rows(E), dtype=torch.float32)
+    D_j = D_a + D_e  # the joint set's squared distances (squared distances add over concatenated features)
+    return _bootstrap_rows(lambda b: _idcor_from(D_a, D_e, D_j, b, estimator), len(A), A.device, resamples,
+                           level, method, seed)
 
 
 def _bootstrap_rows(statistic: Callable[[torch.Tensor], float], n: int, device: torch.device, resamples: int,

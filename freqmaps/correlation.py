@@ -12,12 +12,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from freqmaps.errors import UserInputError
 from freqmaps.intrinsic_dimension import Estimate, Estimator, TwoNN
+
+if TYPE_CHECKING:
+    from freqmaps.bootstrap import Interval
 
 # Squared distances from the Gram identity |x|^2 + |y|^2 - 2 x.y lose their relative precision by cancellation
 # when they are tiny next to |x|^2 + |y|^2; below this fraction they are recomputed from differences, so
@@ -414,6 +418,7 @@ class CorrelationResult:
     """Every measure between the adversarial (A) and essential (E) maps of the same `n_pairs` images.
 
     index: (n_pairs,) the image indices paired, ascending (row i of A and E is image index[i]).
+    idcor_interval: IdCor's bootstrap confidence interval over pairs (`freqmaps.bootstrap`), None without one.
     """
 
     n_pairs: int
@@ -422,12 +427,17 @@ class CorrelationResult:
     svcca: float
     cka: float
     cosine: CosineResult
+    idcor_interval: Interval | None = None
 
     def scalars(self) -> dict[str, float]:
         """Flat name -> value dict for loggers and tables."""
         return {
             "n_pairs": self.n_pairs, "idcor": self.idcor.idcor, "idcor_p": self.idcor.p_value,
             "id_adversarial": self.idcor.id_a, "id_essential": self.idcor.id_e, "id_joint": self.idcor.id_joint,
+            "id_adversarial_se": self.idcor.se_a, "id_essential_se": self.idcor.se_e,
+            "id_joint_se": self.idcor.se_joint,
+            "idcor_ci_low": self.idcor_interval.low if self.idcor_interval else math.nan,
+            "idcor_ci_high": self.idcor_interval.high if self.idcor_interval else math.nan,
             "svcca": self.svcca, "cka": self.cka, "cosine_mean": self.cosine.mean, "cosine_std": self.cosine.std,
         }
 
@@ -450,14 +460,18 @@ def correlate_maps(
     permutations: int = 100,
     seed: int = 0,
     kernel: int | None = None,
+    resamples: int = 0,
 ) -> CorrelationResult:
     """Pair essential and adversarial maps by image index, pool and flatten them, and compute every measure.
 
     essential: (ne, C, H, W) with essential_index (ne,); adversarial: (na, C, H, W) with adversarial_index
     (na,): the dataset index of each map's image. Only images present in both are used (at least 3), in
     ascending index order; `pool_and_flatten(maps, kernel)` gives E and A, then `idcor(A, E, permutations,
-    seed)`, `svcca`, `cka` and `paired_cosine`.
+    seed)`, `svcca`, `cka` and `paired_cosine`; with `resamples`, IdCor's 95% percentile bootstrap interval
+    (`bootstrap_idcor` with that many resamples, seeded with `seed`; conservative, see its module).
     """
+    from freqmaps.bootstrap import bootstrap_idcor  # it builds on this module's distances
+
     _check_index(essential_index, essential, "essential")
     _check_index(adversarial_index, adversarial, "adversarial")
     if essential.shape[1:] != adversarial.shape[1:]:
@@ -472,7 +486,10 @@ def correlate_maps(
     E = pool_and_flatten(essential[e_order[torch.searchsorted(e_sorted, common)].to(essential.device)], kernel)
     A = pool_and_flatten(adversarial[a_order[torch.searchsorted(a_sorted, common)].to(adversarial.device)],
                          kernel)
+    if resamples < 0:
+        raise UserInputError(f"resamples must be >= 0, got {resamples}")
     return CorrelationResult(
         n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed),
         svcca=svcca(A, E), cka=cka(A, E), cosine=paired_cosine(A, E),
+        idcor_interval=bootstrap_idcor(A, E, resamples, seed=seed) if resamples else None,
     )

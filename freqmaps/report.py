@@ -128,13 +128,32 @@ def write_report(directory: str | Path) -> dict[str, Path]:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    """The rows (keys ROW_FIELDS) as a markdown table, numbers to 4 significant digits."""
+    """The rows (keys ROW_FIELDS) as a markdown table, numbers to 4 significant digits, after the attack a column
+    that reads IdCor as `0.28 [0.05, 0.49], p 0.03` (value, bootstrap interval, permutation p)."""
     def cell(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(ROW_FIELDS) + " |", "|" + "---|" * len(ROW_FIELDS)]
-    lines += ["| " + " | ".join(cell(row[key]) for key in ROW_FIELDS) + " |" for row in rows]
+    columns = (ROW_FIELDS[0], IDCOR_CELL, *ROW_FIELDS[1:])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join([cell(row[ROW_FIELDS[0]]), idcor_cell(row)] + [cell(row[key]) for key in
+                                                                             ROW_FIELDS[1:]]) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+IDCOR_CELL = "IdCor [95% CI], p"
+
+
+def idcor_cell(row: dict) -> str:
+    """`0.28 [0.05, 0.49], p 0.03`; without an interval `0.28, p 0.03`; without a correlation `none`."""
+    def finite(key: str) -> float | None:
+        value = row.get(key)
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+
+    value, low, high, p = (finite(key) for key in ("idcor", "idcor_ci_low", "idcor_ci_high", "idcor_p"))
+    if value is None:
+        return "none"
+    interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
+    return f"{value:.2f}{interval}" + (f", p {p:.3g}" if p is not None else "")
 
 
 def safe(name: str) -> str:

@@ -80,11 +80,13 @@ def run_study(
     class_map_settings: MapSettings | None = None,
     adaptive_attack: tuple[str, Attack] | None = None,
     progress: bool = True,
+    resamples: int = 1000,
 ) -> Study:
     """Run the study on clean images x: (n, C, H, W) in [0, 1] with labels y: (n,) int64, on x's device.
 
     attacks: (name, attack) pairs. settings, index, permutations, seed, pool_kernel, active_threshold,
-    attack_batch_size: as in `freqmaps.analysis.analyse` (the same for every attack). class_map_data:
+    attack_batch_size, resamples (IdCor's bootstrap interval; 0: none): as in `freqmaps.analysis.analyse` (the
+    same for every attack). class_map_data:
     (x_train, y_train) training images for the class maps (None: no defence study); they are attacked with the
     attack named `class_map_attack` (default: the first); class_map_settings: the class-map solver's (default:
     CLASS_MAP_SETTINGS, the paper's). adaptive_attack: the attack run against the label-free defended model.
@@ -105,7 +107,7 @@ def run_study(
         analyses[name] = analyse(
             model, x, y, attack, settings, index=index, essential=essential, permutations=permutations, seed=seed,
             pool_kernel=pool_kernel, active_threshold=active_threshold, attack_batch_size=attack_batch_size,
-            progress=progress,
+            progress=progress, resamples=resamples,
         )
         essential = analyses[name].images.essential
 

@@ -57,6 +57,7 @@ def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoi
         sys.executable, str(REPO / "analyze.py"),
         "--config", str(CONFIG), "--checkpoint", str(digits_checkpoint), "--output_dir", str(out),
         "--images", "30", "--maps.min_steps", "50", "--maps.max_steps", "150", "--permutations", "20",
+        "--resamples", "50", "--power_simulations", "5",
         "--class_map_images", "40", "--class_maps.min_steps", "20", "--class_maps.max_steps", "40",
         "--adaptive_attack.init_args.steps", "5", "--progress", "false",
     ], capture_output=True, text=True, cwd=tmp_path, timeout=600)
@@ -76,12 +77,21 @@ def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoi
     assert correlated, "no attack left three essential/adversarial pairs to correlate"
     for row in correlated:
         assert 1 / 21 - 1e-9 <= row["idcor_p"] <= 1 and -1 <= row["cosine_mean"] <= 1
+        assert row["idcor_ci_low"] <= row["idcor_ci_high"] and row["id_joint_se"] > 0
+        power = results["power"][row["attack"]]
+        if row["idcor"] > 0 and power["pairs_for_80"] is not None:  # found by doubling from 50 pairs
+            assert power["pairs_for_80"] >= 50 and power["power_there"] >= 0.8 and "80% power" in power["sentence"]
+        assert f"{row['attack']}: " in result.stdout
     defence = results["defence"]
     assert 0 <= defence["still_correct"] <= 1 and 0 <= defence["adversarial_undone"] <= 1
     assert defence["adversarial_accuracy_unmasked"] < 0.2  # the FMN adversarials fool the undefended model
 
     markdown = (out / "results.md").read_text()
-    assert markdown.startswith("| attack |") and markdown.count("\n| ") == 3 and "Class-map defence" in markdown
+    assert markdown.startswith("| attack | IdCor [95% CI], p |") and markdown.count("\n| ") == 3
+    assert "Class-map defence" in markdown
+    for row in correlated:
+        assert f"| {row['attack']} | {row['idcor']:.2f} [{row['idcor_ci_low']:.2f}, {row['idcor_ci_high']:.2f}], p " \
+            in markdown
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"radial_profiles.png", "class_maps.png", "class_means_FMN-linf.png"} <= figures
     assert all((out / "figures" / name).read_bytes()[:4] == b"\x89PNG" for name in figures)

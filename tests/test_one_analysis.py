@@ -56,7 +56,8 @@ def test_callback_and_analyze_give_the_same_scalars(callback_and_checkpoint, tmp
     logged, checkpoint = callback_and_checkpoint
     out = tmp_path / "results"
     analyze.analyze(checkpoint, DigitsDataModule(image_size=32, channels=1), [attack()], output_dir=out,
-                    images=PROBE, split="val", maps=SETTINGS, permutations=20, seed=SEED, attack_batch_size=PROBE,
+                    images=PROBE, split="val", maps=SETTINGS, permutations=20, resamples=200, power_simulations=0,
+                    seed=SEED, attack_batch_size=PROBE,
                     device="cpu", wandb_project=None, progress=False)
     results = json.loads((out / "results.json").read_text())
     (row,) = results["rows"]
