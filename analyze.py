@@ -139,15 +139,20 @@ def analyze(
 
 def power_row(row: dict, simulations: int, seed: int) -> dict:
     """The pairs IdCor's permutation test needs to detect the row's IdCor with 80% power, by simulation at the
-    row's rounded dimensions (`freqmaps.power.pairs_for_power`, 50 permutations), with a sentence saying so."""
+    row's rounded dimensions (`freqmaps.power.pairs_for_power`, 50 permutations, searched from a quarter to four
+    times the row's pairs), with a sentence saying so."""
     n, effect = int(row["n_pairs"]), float(row["idcor"])
     if not math.isfinite(effect) or effect <= 0:
         return {"pairs_for_80": None, "sentence": f"IdCor {effect:.3f}: no positive effect to size a test for"}
     id_a, id_e = max(1, round(float(row["id_adversarial"]))), max(1, round(float(row["id_essential"])))
+    most = 4 * n  # the search's cost grows as n^2: it stops at four times the pairs the study has
     try:
-        found = pairs_for_power(id_a, id_e, effect, 0.8, simulations=simulations, permutations=50, seed=seed)
-    except UserInputError as error:
-        return {"pairs_for_80": None, "sentence": str(error)}
+        found = pairs_for_power(id_a, id_e, effect, 0.8, simulations=simulations, permutations=50, seed=seed,
+                                start=max(10, n // 4), most=most)
+    except UserInputError:
+        return {"pairs_for_80": None, "sentence": (
+            f"IdCor {effect:.3f} with {n} pairs; at dimensions {id_a} / {id_e} the permutation test needs more than "
+            f"{most} pairs for 80% power ({simulations} simulations)")}
     return {"pairs_for_80": found.n, "power_there": found.power, "effect_simulated": found.effect,
             "id_a": id_a, "id_e": id_e, "sentence": (
                 f"IdCor {effect:.3f} with {n} pairs; at dimensions {id_a} / {id_e} (shared {found.shared}: IdCor "

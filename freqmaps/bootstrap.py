@@ -133,11 +133,19 @@ def bootstrap_idcor(A: torch.Tensor, E: torch.Tensor, resamples: int = 1000, lev
 
 def _bootstrap_rows(statistic: Callable[[torch.Tensor], float], n: int, device: torch.device, resamples: int,
                     level: float, method: Method, seed: int) -> Interval:
-    """Interval for statistic(rows) -> float, a function of a row-index tensor (m,) into the n pairs."""
+    """Interval for statistic(rows) -> float, a function of a row-index tensor (m,) into the n pairs. A resample
+    on which the statistic cannot be computed (too few distinct points) gives nan and is left out."""
     _check_level(level)
     estimate = statistic(torch.arange(n, device=device))
     draws = resample_indices(n, resamples, seed).to(device)
-    values = torch.tensor([statistic(b) for b in draws], dtype=torch.float64)
+
+    def value(b: torch.Tensor) -> float:
+        try:
+            return statistic(b)
+        except UserInputError:  # a resample of too few distinct points for the estimator: not a value
+            return math.nan
+
+    values = torch.tensor([value(b) for b in draws], dtype=torch.float64)
 
     def jackknife() -> torch.Tensor:
         everyone = torch.arange(n, device=device)

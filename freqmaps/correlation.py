@@ -468,7 +468,7 @@ def correlate_maps(
     (na,): the dataset index of each map's image. Only images present in both are used (at least 3), in
     ascending index order; `pool_and_flatten(maps, kernel)` gives E and A, then `idcor(A, E, permutations,
     seed)`, `svcca`, `cka` and `paired_cosine`; with `resamples`, IdCor's 95% percentile bootstrap interval
-    (`bootstrap_idcor` with that many resamples, seeded with `seed`; conservative, see its module).
+    (`bootstrap_idcor` with that many resamples, seeded with `seed`; none when the pairs are too few for it).
     """
     from freqmaps.bootstrap import bootstrap_idcor  # it builds on this module's distances
 
@@ -488,8 +488,11 @@ def correlate_maps(
                          kernel)
     if resamples < 0:
         raise UserInputError(f"resamples must be >= 0, got {resamples}")
-    return CorrelationResult(
-        n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed),
-        svcca=svcca(A, E), cka=cka(A, E), cosine=paired_cosine(A, E),
-        idcor_interval=bootstrap_idcor(A, E, resamples, seed=seed) if resamples else None,
-    )
+    result = CorrelationResult(n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed),
+                               svcca=svcca(A, E), cka=cka(A, E), cosine=paired_cosine(A, E))
+    if resamples:
+        try:
+            result.idcor_interval = bootstrap_idcor(A, E, resamples, seed=seed)
+        except UserInputError:  # too few pairs for the resamples' dimensions: IdCor without an interval
+            pass
+    return result

@@ -77,10 +77,12 @@ def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoi
     assert correlated, "no attack left three essential/adversarial pairs to correlate"
     for row in correlated:
         assert 1 / 21 - 1e-9 <= row["idcor_p"] <= 1 and -1 <= row["cosine_mean"] <= 1
-        assert row["idcor_ci_low"] <= row["idcor_ci_high"] and row["id_joint_se"] > 0
+        assert row["id_joint_se"] > 0
+        assert row["n_pairs"] < 10 or row["idcor_ci_low"] <= row["idcor_ci_high"]  # few pairs: maybe no interval
         power = results["power"][row["attack"]]
-        if row["idcor"] > 0 and power["pairs_for_80"] is not None:  # found by doubling from 50 pairs
-            assert power["pairs_for_80"] >= 50 and power["power_there"] >= 0.8 and "80% power" in power["sentence"]
+        if row["idcor"] > 0 and power["pairs_for_80"] is not None:
+            assert power["power_there"] >= 0.8 and power["pairs_for_80"] <= 4 * row["n_pairs"]
+        assert row["idcor"] <= 0 or "80% power" in power["sentence"]
         assert f"{row['attack']}: " in result.stdout
     defence = results["defence"]
     assert 0 <= defence["still_correct"] <= 1 and 0 <= defence["adversarial_undone"] <= 1
@@ -90,8 +92,8 @@ def test_digits_pipeline_writes_table_figures_maps_and_wandb_run(digits_checkpoi
     assert markdown.startswith("| attack | IdCor [95% CI], p |") and markdown.count("\n| ") == 3
     assert "Class-map defence" in markdown
     for row in correlated:
-        assert f"| {row['attack']} | {row['idcor']:.2f} [{row['idcor_ci_low']:.2f}, {row['idcor_ci_high']:.2f}], p " \
-            in markdown
+        interval = "" if row["idcor_ci_low"] is None else f" [{row['idcor_ci_low']:.2f}, {row['idcor_ci_high']:.2f}]"
+        assert f"| {row['attack']} | {row['idcor']:.2f}{interval}, p " in markdown
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"radial_profiles.png", "class_maps.png", "class_means_FMN-linf.png"} <= figures
     assert all((out / "figures" / name).read_bytes()[:4] == b"\x89PNG" for name in figures)
