@@ -134,6 +134,7 @@ def test_study_runs_on_a_zoo_model_by_name(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "analyze.py"), "--config", str(CONFIG), "--images", "16",
          "--class_map_images", "0", "--maps.min_steps", "0", "--maps.max_steps", "30", "--permutations", "0",
+         "--resamples", "0", "--power_simulations", "0",
          "--output_dir", str(tmp_path / "out"), "--wandb_project", "null", "--progress", "false"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )

@@ -85,7 +85,7 @@ def test_batches_analysed_apart_and_joined_equal_one_call(digits, analysis):
     one, apart = summary(analysis), summary(joined)
     for name in METRICS:
         if not name.endswith("seconds"):
-            assert apart[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6), name
+            assert apart[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6, nan_ok=True), name
     torch.testing.assert_close(joined.images.x_adv, analysis.images.x_adv, atol=0, rtol=0)
     # float32 maps after a hundred Adam steps at other working-batch sizes: 2e-5 apart on some CPUs
     torch.testing.assert_close(joined.images.adversarial.maps, analysis.images.adversarial.maps, atol=1e-4, rtol=0)

@@ -33,9 +33,9 @@ def test_without_an_effect_the_test_rejects_at_about_alpha():
 
 
 def test_pairs_for_power_reaches_the_target_and_half_as_many_do_not():
-    found = pairs_for_power(6, 6, 0.5, target=0.8, start=25, **RUNS)
+    found = pairs_for_power(6, 6, 0.5, target=0.8, start=40, simulations=20, permutations=30)
     assert found.power >= 0.8 and found.effect == pytest.approx(0.5)
-    assert detection_power(found.n // 2, 6, 6, 0.5, **RUNS).power < 0.8
+    assert detection_power(found.n // 2, 6, 6, 0.5, simulations=20, permutations=30).power < 0.8
 
 
 def test_bad_power_settings_are_refused():

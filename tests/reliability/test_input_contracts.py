@@ -57,7 +57,8 @@ def test_model_and_data_must_fit():
 
 def run(tmp_path, **changes):
     args = dict(checkpoint="cifar10_resnet20", data=DigitsDataModule(), attacks=[PGD(eps=0.03, steps=2)],
-                output_dir=tmp_path / "out", images=8, wandb_project=None, progress=False)
+                output_dir=tmp_path / "out", images=8, resamples=0, power_simulations=0, wandb_project=None,
+                progress=False)
     return analyze(**{**args, **changes})
 
 

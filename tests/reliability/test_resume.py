@@ -1,5 +1,5 @@
-"""Exact resume: the default job (4 epochs, without its analysis callbacks, logging to W&B offline under a
-`--trainer.default_root_dir`) SIGKILLed after its second epoch and resumed with `train.py fit --resume <run
+"""Exact resume: the default job (3 epochs, without its analysis callbacks, logging to W&B offline under a
+`--trainer.default_root_dir`) SIGKILLed after its first epoch and resumed with `train.py fit --resume <run
 folder>` continues in the same run folder and W&B run id and ends with the same weights and the same best
 validation accuracy as the same job run through uninterrupted (same seed, deterministic CPU, one thread). A
 resumed fit's analysis callback warm-starts from the maps in the checkpoint; `--ckpt_path last` and a run folder
@@ -27,13 +27,13 @@ ANALYSES = ("callbacks.FrequencyMapsCallback", "callbacks.RobustAccuracyCallback
 
 
 def config(path: Path, kill_after: int | None) -> Path:
-    """configs/default.yaml for 4 epochs without the analysis callbacks; with kill_after, a callback that
+    """configs/default.yaml for 3 epochs without the analysis callbacks; with kill_after, a callback that
     SIGKILLs a fit that did not resume after that epoch (0-based) ends."""
     callbacks = [c for c in resolve([])["trainer"]["callbacks"] if c["class_path"] not in ANALYSES]
     if kill_after is not None:
         callbacks.append({"class_path": "tests.reliability.killer.KillAfterEpoch",
                           "init_args": {"after_epoch": kill_after}})
-    path.write_text(yaml.safe_dump({"trainer": {"max_epochs": 4, "callbacks": callbacks}}))
+    path.write_text(yaml.safe_dump({"trainer": {"max_epochs": 3, "callbacks": callbacks}}))
     return path
 
 
@@ -56,11 +56,11 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_result(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"  # default_root_dirs; every run starts in tmp_path
     assert train_py(tmp_path, "--config", str(config(tmp_path / "whole.yaml", None)),
                     "--trainer.default_root_dir", str(whole)).returncode == 0
-    died = train_py(tmp_path, "--config", str(config(tmp_path / "killed.yaml", 1)),
+    died = train_py(tmp_path, "--config", str(config(tmp_path / "killed.yaml", 0)),
                     "--trainer.default_root_dir", str(killed))
     assert died.returncode == -signal.SIGKILL
     (run,) = run_folders(killed)
-    assert last_checkpoint(run)["epoch"] == 1 and (run / "config.yaml").is_file()
+    assert last_checkpoint(run)["epoch"] == 0 and (run / "config.yaml").is_file()
 
     resumed = train_py(tmp_path, "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -69,7 +69,7 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_result(tmp_path):
     assert len(offline) == 2 and all(name.endswith(f"-{run.name}") for name in offline)  # one W&B run id
     (other,) = run_folders(whole)
     a, b = last_checkpoint(other), last_checkpoint(run)
-    assert a["epoch"] == b["epoch"] == 3 and a["global_step"] == b["global_step"]
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     assert a["state_dict"]["val_acc_best.max_value"] == b["state_dict"]["val_acc_best.max_value"]

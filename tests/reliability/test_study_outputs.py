@@ -19,7 +19,7 @@ def study(out, **changes):
     args = dict(checkpoint="digits_small_cnn", data=DigitsDataModule(), attacks=[PGD(eps=0.1, steps=3)],
                 output_dir=out, images=24, maps=MapSettings(lam=0.1, solver="fast", fast_min_steps=10,
                                                             fast_max_steps=20),
-                permutations=5, wandb_project=None, progress=False)
+                permutations=5, resamples=0, power_simulations=0, wandb_project=None, progress=False)
     return analyze(**{**args, **changes})
 
 
