@@ -73,12 +73,26 @@ class FreqmapsCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def flag_values(args: list[str], flag: str) -> tuple[list[str], list[str]]:
+    """The values given to `flag` (as `--flag value` or `--flag=value`; "" for a last `--flag` without one), in
+    order, and the arguments without it."""
+    values, rest, i = [], [], 0
+    while i < len(args):
+        if args[i].startswith(f"{flag}="):
+            values.append(args[i].split("=", 1)[1])
+        elif args[i] == flag:
+            values.append(args[i + 1] if i + 1 < len(args) else "")
+            i += 1
+        else:
+            rest.append(args[i])
+        i += 1
+    return values, rest
+
+
 def check_ckpt_path(args: list[str]) -> None:
     """A `--ckpt_path` file on the command line must exist and read weights-only as a train.py checkpoint: a
     one-line error otherwise, before LightningCLI reads its hyper-parameters (its own special values pass)."""
-    for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else (
-            args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else None)
+    for value in flag_values(args, "--ckpt_path")[0]:
         if value and value not in ("last", "best", "hpc", "registry", "null"):
             read_checkpoint(value)
 
@@ -87,25 +101,19 @@ def resume_args(args: list[str]) -> list[str]:
     """`fit --resume RUN_FOLDER ...` as LightningCLI arguments: the run's config.yaml first, then the other
     arguments, then the run's version (the logger's `version`: W&B run id, CSV / TensorBoard version folder) and
     its last.ckpt. `--ckpt_path last` alone is refused: a new fit opens a new run folder, where no last.ckpt is."""
-    flags = {arg.split("=", 1)[0] for arg in args}
-    if "--resume" not in flags:
-        if "--ckpt_path=last" in args or ("--ckpt_path", "last") in zip(args, args[1:]):
+    folders, rest = flag_values(args, "--resume")
+    checkpoints = flag_values(args, "--ckpt_path")[0]
+    if not folders:
+        if "last" in checkpoints:
             raise UserInputError("--ckpt_path last would look in a new run folder and train from scratch; resume "
                                  "a run with --resume <run folder> (e.g. outputs/freqmaps/<W&B run id>)")
         return args
-    rest, folder = [], None
-    for i, arg in enumerate(args):
-        if arg.startswith("--resume="):
-            folder = arg.split("=", 1)[1]
-        elif arg == "--resume":
-            folder = args[i + 1] if i + 1 < len(args) else ""
-        elif i == 0 or args[i - 1] != "--resume":
-            rest.append(arg)
     if not rest or rest[0] != "fit":
         raise UserInputError("--resume goes with `train.py fit`: python train.py fit --resume <run folder>")
-    if "--ckpt_path" in flags:
+    if checkpoints:
         raise UserInputError("--resume resumes from the run folder's checkpoints/last.ckpt; drop --ckpt_path")
-    run = Path(folder or "")
+    folder = folders[-1]
+    run = Path(folder)
     last, config = run / "checkpoints" / "last.ckpt", run / CONFIG_NAME
     for path, what in ((last, "the last checkpoint"), (config, "the run's config")):
         if not path.is_file():
