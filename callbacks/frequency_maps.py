@@ -13,7 +13,7 @@ from callbacks.probe import ProbeCallback, ProbeShard, gather_batches
 from freqmaps.analysis import PER_CLASS, Analysis, ImageAnalysis, analyse_images, conclude, summary
 from freqmaps.attacks import FMN, Attack
 from freqmaps.errors import UserInputError
-from freqmaps.figures import class_means_figure, radial_profile_figure
+from freqmaps.figures import class_means_figure, interval_curve_figure, radial_profile_figure
 from freqmaps.maps import FrequencyMaps, MapSettings
 
 FAST_DEV_RUN_STEPS = 5  # solver steps per map under Trainer(fast_dev_run=...)
@@ -29,7 +29,9 @@ class FrequencyMapsCallback(ProbeCallback):
       `median_linf`, `essential_kept`, `n_pairs`, `idcor`, ...; `seconds` is the whole analysis' wall time here);
       without a correlation (fewer than 3 pairs, or degenerate maps) its scalars are nan, with a warning;
     * to W&B loggers: images `class_mean_maps` (per class: mean essential map, mean adversarial map of the images
-      sent to that class, their difference) and `radial_profiles` (mean map value against frequency radius), the
+      sent to that class, their difference), `radial_profiles` (mean map value against frequency radius) and
+      `idcor_interval` (IdCor over the epochs so far with its 95% bootstrap interval as a band, the points with
+      p < 0.05 filled: W&B's scalar charts draw lines, not bands; the curve is kept in checkpoints), the
       table `per_class` (`freqmaps.analysis.PER_CLASS`), and with `log_artifact` the maps as a `frequency-maps`
       artifact.
 
@@ -93,19 +95,26 @@ class FrequencyMapsCallback(ProbeCallback):
         self.log_artifact = log_artifact
         self._previous: dict[str, list[FrequencyMaps]] = {}  # stage -> the last analysis' maps, for warm starts
         self._restored: dict[str, list[FrequencyMaps]] = {}  # the checkpoint's, until a fit takes them over
+        self._curve: dict[str, list[dict[str, float]]] = {}  # stage -> IdCor per analysis, for `idcor_interval`
+        self._restored_curve: dict[str, list[dict[str, float]]] = {}
 
     def state_dict(self) -> dict:
-        """The warm-start maps, so that a resumed fit warm-starts as the uninterrupted one (tensors only)."""
-        return {"previous": {stage: [maps.state() for maps in kinds] for stage, kinds in self._previous.items()}}
+        """The warm-start maps and the IdCor curve, so that a resumed fit goes on as the uninterrupted one (tensors
+        and floats only)."""
+        return {"previous": {stage: [maps.state() for maps in kinds] for stage, kinds in self._previous.items()},
+                "curve": {stage: [dict(point) for point in points] for stage, points in self._curve.items()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = {stage: [FrequencyMaps.from_state(maps, f"{self.state_key} in the checkpoint")
                                   for maps in kinds] for stage, kinds in state_dict.get("previous", {}).items()}
+        self._restored_curve = {stage: [{key: float(value) for key, value in point.items()} for point in points]
+                                for stage, points in state_dict.get("curve", {}).items()}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """A resumed fit warm-starts from the checkpoint's maps; `validate` / `test` on a checkpoint start cold,
-        and so give what the fit logged for those weights."""
+        """A resumed fit warm-starts from the checkpoint's maps and continues its IdCor curve; `validate` /
+        `test` on a checkpoint start cold, and so give what the fit logged for those weights."""
         self._previous, self._restored = self._restored, {}
+        self._curve, self._restored_curve = self._restored_curve, {}
 
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
         settings = self.maps
@@ -129,10 +138,14 @@ class FrequencyMapsCallback(ProbeCallback):
                             pool_kernel=self.pool_kernel, active_threshold=self.active_threshold)
         if analysis.correlation is None:
             rank_zero_warn(f"FrequencyMapsCallback: no correlation this time: {analysis.no_correlation}")
+        scalars = summary(analysis)
+        self._curve.setdefault(stage, []).append(
+            {"epoch": float(trainer.current_epoch), "idcor": scalars["idcor"], "low": scalars["idcor_ci_low"],
+             "high": scalars["idcor_ci_high"], "p": scalars["idcor_p"]})
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if loggers:
             self.log_media(loggers, trainer, stage, analysis)
-        return summary(analysis)
+        return scalars
 
     def log_media(self, loggers: list[WandbLogger], trainer: L.Trainer, stage: str, analysis: Analysis) -> None:
         """Images, the per-class table and (optionally) the maps artifact, to every W&B logger."""
@@ -142,7 +155,8 @@ class FrequencyMapsCallback(ProbeCallback):
         figures = {}
         if self.log_images:
             figures = {"class_mean_maps": class_means_figure(essential, adversarial, images.num_classes),
-                       "radial_profiles": radial_profile_figure(essential, adversarial)}
+                       "radial_profiles": radial_profile_figure(essential, adversarial),
+                       "idcor_interval": interval_curve_figure(self._curve[stage], f"{prefix}/idcor")}
         rows = [[row[key] for key in PER_CLASS] for row in analysis.per_class]
         for logger in loggers:
             for key, figure in figures.items():

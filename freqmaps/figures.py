@@ -1,5 +1,5 @@
-"""Pictures of frequency maps: per-class mean maps, radial profiles, single-image panels, class-level maps, and
-IdCor's permutation null distribution.
+"""Pictures of frequency maps: per-class mean maps, radial profiles, single-image panels, class-level maps,
+IdCor's permutation null distribution, and IdCor over training with its interval.
 
 Every function returns a matplotlib `Figure` (no pyplot, so no display or global state is needed);
 `write_map_figures` saves the standard set as PNG files. Maps are fftshift-ed (zero frequency in the centre)
@@ -125,6 +125,29 @@ def null_distribution_figure(name: str, result: IdCorResult) -> Figure:
     ax.set_ylabel("count")
     ax.set_title(f"{name}: IdCor {result.idcor:.3f}, p = {result.p_value:.3g}", fontsize=9)
     ax.legend(fontsize=8)
+    return fig
+
+
+def interval_curve_figure(points: Sequence[Mapping[str, float]], title: str = "IdCor") -> Figure:
+    """A statistic over training with its confidence interval as a band: `points` are analyses in order, each
+    {"epoch", "idcor", "low", "high", "p"} (nan where missing: no band there). Points with p < 0.05 are filled,
+    the others hollow; a dashed line marks 0."""
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    epochs, value, low, high, p = (torch.tensor([float(point[key]) for point in points], dtype=torch.float64)
+                                   for key in ("epoch", "idcor", "low", "high", "p"))
+    ax.fill_between(epochs.numpy(), low.numpy(), high.numpy(), color="C0", alpha=0.25, lw=0, label="95% interval")
+    ax.plot(epochs.numpy(), value.numpy(), color="C0", lw=1.5)
+    significant = p < 0.05
+    ax.scatter(epochs[significant].numpy(), value[significant].numpy(), color="C0", zorder=3, label="p < 0.05")
+    ax.scatter(epochs[~significant].numpy(), value[~significant].numpy(), facecolors="white", edgecolors="C0",
+               zorder=3, label="p >= 0.05")
+    ax.axhline(0.0, color="0.5", ls="--", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("IdCor")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return fig
 
 

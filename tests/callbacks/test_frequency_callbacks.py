@@ -103,7 +103,7 @@ def test_ddp_fit_logs_once_from_rank_zero_and_matches_a_single_process(tmp_path)
     assert 0 < ddp_values["val/freqmaps/clean_acc"][0] <= 1
 
     # images, the per-class table and the maps artifact are in the W&B run, once each
-    for key in ("class_mean_maps", "radial_profiles"):
+    for key in ("class_mean_maps", "radial_profiles", "idcor_interval"):
         (filenames,) = ddp_run.values(f"val/freqmaps/{key}/filenames")
         assert len(filenames) == 1 and (ddp_dir / "files" / filenames[0]).stat().st_size > 1000
     (table_path,) = ddp_run.values("val/freqmaps/per_class/path")

@@ -10,7 +10,7 @@ import torch
 
 from benchmarks.maps import loop_map
 from freqmaps.errors import UserInputError
-from freqmaps.figures import radial_profiles, write_map_figures
+from freqmaps.figures import interval_curve_figure, radial_profiles, write_map_figures
 from freqmaps.fourier import apply_mask, ifftshift2
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
 
@@ -207,3 +207,18 @@ def test_figure_writer_draws_class_means_profiles_and_panels(tiny, tmp_path):
     profiles = radial_profiles(essential, {"a": adversarial, "b": adversarial})
     assert list(profiles) == ["essential", "adversarial (a)", "adversarial (b)"]
     torch.testing.assert_close(profiles["essential"][0], essential.kept_only().maps[:, :, 8, 8].float().mean())
+
+
+def test_interval_curve_draws_the_band_and_marks_significant_points():
+    nan = float("nan")
+    points = [{"epoch": 0.0, "idcor": 0.1, "low": -0.05, "high": 0.3, "p": 0.4},
+              {"epoch": 1.0, "idcor": 0.3, "low": 0.1, "high": 0.5, "p": 0.01},
+              {"epoch": 2.0, "idcor": 0.35, "low": nan, "high": nan, "p": 0.02}]
+    ax = interval_curve_figure(points).axes[0]
+    (band,) = ax.collections[:1]
+    vertices = {tuple(v) for path in band.get_paths() for v in path.vertices.round(6).tolist()}
+    assert {(0.0, -0.05), (0.0, 0.3), (1.0, 0.1), (1.0, 0.5)} <= vertices
+    assert not any(x == 2.0 for x, _ in vertices)  # no interval at epoch 2: no band there
+    filled, hollow = ax.collections[1:3]
+    assert filled.get_offsets().tolist() == [[1.0, 0.3], [2.0, 0.35]]
+    assert hollow.get_offsets().tolist() == [[0.0, 0.1]]

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from callbacks import FrequencyMapsCallback
 from freqmaps.errors import UserInputError
 from lightning_modules.atomic_checkpoint import AtomicCheckpointIO
 from tests.callbacks.test_frequency_callbacks import small_config
@@ -91,6 +92,10 @@ def test_a_resumed_fit_warm_starts_its_analysis_from_the_checkpoint(tmp_path, mo
     resumed = main(["fit", "--config", cfg, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
                     "--test_after_fit", "false", "--ckpt_path", last])
     assert resumed.trainer.callback_metrics["val/freqmaps/essential_warm"] > 0
+    (callback,) = [c for c in resumed.trainer.callbacks if isinstance(c, FrequencyMapsCallback)]
+    curve = callback.state_dict()["curve"]["val"]  # the IdCor curve goes on from the checkpoint's
+    assert [point["epoch"] for point in curve] == [0.0, 1.0]
+    assert curve[0]["idcor"] == pytest.approx(float(first.trainer.callback_metrics["val/freqmaps/idcor"]), nan_ok=True)
 
 
 @pytest.mark.parametrize("args, message", [
