@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from freqmaps.errors import UserInputError
 from freqmaps.fourier import apply_mask, fftshift2, ifftshift2
 from freqmaps.inputs import check_images, check_labels, check_model_fits, frozen_eval
+from freqmaps.memory import out_of_memory, working_batch
 
 Kind = Literal["essential", "adversarial"]
 Solver = Literal["paper", "fast"]
@@ -55,6 +56,8 @@ class MapSettings:
 
     lam: weight of sum |M|. lr, betas, eps: Adam. min_steps, max_steps, tol, window: the stopping rule.
     batch_size: images optimised together (the working batch; a memory / speed knob, not a result knob).
+    memory_gib: a memory budget for the working batch (`freqmaps.memory`): the batch is then the largest that
+    fits, at most batch_size; None: batch_size as given. Running out of memory names both knobs.
     solver: "paper" (the paper's rule, bit for bit) or "fast" (module docstring): time_scale, the paper steps
     one fast step covers; fast_min_steps, fast_max_steps, change_window, change_tol: its stop on the map's
     change. autocast: run the model in bfloat16 autocast (about 2x faster on CPUs with AMX and on GPUs; the
@@ -77,6 +80,7 @@ class MapSettings:
     change_window: int = 5
     change_tol: float = 0.03
     autocast: bool = False
+    memory_gib: float | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -90,6 +94,7 @@ class MapSettings:
             ("fast_min_steps", 0 <= self.fast_min_steps <= self.fast_max_steps, "in [0, fast_max_steps]"),
             ("fast_max_steps", self.fast_max_steps >= 1, ">= 1"),
             ("change_window", self.change_window >= 1, ">= 1"), ("change_tol", self.change_tol >= 0, ">= 0"),
+            ("memory_gib", self.memory_gib is None or self.memory_gib > 0, "> 0 or null"),
         )
         problems = [f"{name} must be {need}, got {getattr(self, name)}" for name, ok, need in checks if not ok]
         if problems:
@@ -335,8 +340,17 @@ def solve_maps(
         init = torch.cat([torch.ones_like(p.x) if p.init is None else p.init.detach().to(x).clamp(0, 1)
                           for p in problems])
         warm = torch.cat([_warm_starts(p, by_kind.get(p.kind), init[rows]) for p, rows in zip(problems, parts)])
-        solved = _solve_warm_then_cold(model, x, target, ifftshift2(init), warm.to(x.device), s, warm_min_steps,
-                                       progress)
+        s = replace(s, batch_size=working_batch(model, x, s.batch_size, s.memory_gib, s.autocast))
+        try:
+            solved = _solve_warm_then_cold(model, x, target, ifftshift2(init), warm.to(x.device), s,
+                                           warm_min_steps, progress)
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            size = "x".join(str(n) for n in x.shape[1:])
+            raise UserInputError(
+                f"out of memory solving {size} maps {s.batch_size} at a time: lower maps.batch_size, or set "
+                "maps.memory_gib to the memory the solver may use (the batch is then picked to fit it)") from None
     results = []
     for p, rows in zip(problems, parts):
         adversarial = p.target.cpu().long() if p.kind == "adversarial" else torch.full((len(p.x),), -1)

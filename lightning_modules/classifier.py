@@ -18,8 +18,9 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from freqmaps.attacks import Attack
+from freqmaps.errors import UserInputError
 from freqmaps.filters import FilteredNetwork, InputFilter
-from freqmaps.models import create_model
+from freqmaps.models import classifier_head, create_model
 from freqmaps.objectives import CrossEntropy, Objective
 
 ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16"]
@@ -35,6 +36,10 @@ class StandardClassifier(L.LightningModule):
     the network; `model` is the composed pixels -> logits model that training, attacks and the analysis
     callbacks use. State: the network under `network.`, the filter under `input_filter.`; the checkpoint's
     hyper-parameters describe the filter as plain data (`InputFilter.description()`).
+
+    `trainable: head` trains the classification head alone (`freqmaps.models.classifier_head`), the rest of
+    the network frozen (its BatchNorm statistics still follow the data in training mode, as in the paper's
+    ResNet-18 fine-tuning); `all` (default) trains everything.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class StandardClassifier(L.LightningModule):
         in_channels: int = 3,
         image_size: int = 32,
         pretrained: bool = False,
+        trainable: Literal["all", "head"] = "all",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         objective: Objective | None = None,
@@ -54,6 +60,11 @@ class StandardClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "objective", "input_filter", "eval_attack"])
         self.hparams["input_filter"] = None if input_filter is None else input_filter.description()
         self.network = create_model(model_name, num_classes, in_channels, image_size, pretrained)
+        if trainable not in ("all", "head"):
+            raise UserInputError(f"trainable must be 'all' or 'head', got {trainable!r}")
+        if trainable == "head":
+            self.network.requires_grad_(False)
+            classifier_head(self.network).requires_grad_(True)
         if input_filter is not None:
             input_filter.check(num_classes, in_channels, image_size)
         self.input_filter = input_filter
@@ -130,7 +141,7 @@ class StandardClassifier(L.LightningModule):
         self.eval_step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

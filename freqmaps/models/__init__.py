@@ -38,6 +38,15 @@ def create_model(
     return _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
 
 
+def classifier_head(network: nn.Module) -> nn.Module:
+    """The network's classification head: its last `nn.Linear` (the `fc` of the ResNets, `heads.head` of ViT,
+    the last layer of SmallCNN). UserInputError for a network without one."""
+    linears = [module for module in network.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserInputError(f"{type(network).__name__} has no nn.Linear classification head to train alone")
+    return linears[-1]
+
+
 def zoo_model(name: str, directory: str | None = None) -> nn.Module:
     """A trained model of the model zoo (`zoo/manifest.json`, or `directory` / $FREQMAPS_ZOO) in eval mode, its
     weights checked against their sha256; `freqmaps.zoo.load_model`. UserInputError listing the known names."""
@@ -46,4 +55,4 @@ def zoo_model(name: str, directory: str | None = None) -> nn.Module:
     return load_model(name, directory)
 
 
-__all__ = ["MODEL_NAMES", "CifarResNet", "SmallCNN", "create_model", "zoo_model"]
+__all__ = ["MODEL_NAMES", "CifarResNet", "SmallCNN", "classifier_head", "create_model", "zoo_model"]
