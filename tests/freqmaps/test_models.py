@@ -41,3 +41,53 @@ def test_bad_names_are_rejected():
         create_model("resnet99")
     with pytest.raises(UserInputError, match="pretrained weights exist only"):
         create_model("resnet20", pretrained=True)
+
+
+def test_pretrained_weights_load_from_the_hub_cache_safely(tmp_path, monkeypatch):
+    import hashlib
+    import pickle
+    from types import SimpleNamespace
+
+    from freqmaps.models.torchvision_models import imagenet_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(UserInputError, match=r"no .*resnet18-f37072fd\.pth\. Download https://download\.pytorch"):
+        create_model("resnet18", pretrained=True)
+    state = torchvision_resnet18_state()
+    path = tmp_path / "checkpoints" / "weights.pth"
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    named = path.rename(tmp_path / "checkpoints" / f"resnet18-{digest[:8]}.pth")
+    loaded = imagenet_weights(SimpleNamespace(url=f"https://example.org/{named.name}"))
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    (tmp_path / "checkpoints" / "resnet18-ffffffff.pth").write_bytes(named.read_bytes())  # a wrong hash prefix
+    with pytest.raises(UserInputError, match="the download is damaged"):
+        imagenet_weights(SimpleNamespace(url="https://example.org/resnet18-ffffffff.pth"))
+    hostile = tmp_path / "checkpoints" / "evil.pth"
+    hostile.write_bytes(pickle.dumps(SimpleNamespace(a=1), protocol=2))  # a pickle of an object, not of tensors
+    digest = hashlib.sha256(hostile.read_bytes()).hexdigest()
+    evil = hostile.rename(tmp_path / "checkpoints" / f"evil-{digest[:8]}.pth")
+    with pytest.raises(UserInputError, match="does not load as tensors"):
+        imagenet_weights(SimpleNamespace(url=f"https://example.org/{evil.name}"))
+
+
+def torchvision_resnet18_state() -> dict[str, torch.Tensor]:
+    import torchvision
+
+    return torchvision.models.resnet18().state_dict()
+
+
+def test_head_only_training_freezes_everything_but_the_last_linear():
+    from lightning_modules import StandardClassifier
+
+    module = StandardClassifier(model_name="resnet18", num_classes=10, image_size=32, trainable="head")
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    assert trainable == {"network.net.fc.weight", "network.net.fc.bias"}
+    (group,) = module.configure_optimizers().param_groups
+    assert {id(p) for p in group["params"]} == {id(module.network.net.fc.weight), id(module.network.net.fc.bias)}
+    vit = StandardClassifier(model_name="vit_b_16", num_classes=10, image_size=32, trainable="head")
+    assert {n for n, p in vit.named_parameters() if p.requires_grad} == {"network.net.heads.head.weight",
+                                                                          "network.net.heads.head.bias"}
+    with pytest.raises(UserInputError, match="trainable must be 'all' or 'head'"):
+        StandardClassifier(trainable="backbone")
