@@ -39,7 +39,7 @@ class FrequencyMapsCallback(ProbeCallback):
     gathered, and rank zero concludes. With `warm_start`, a map starts from the previous analysis' map of the same
     stage, image and target class (kept in checkpoints: a resumed fit warm-starts too; `freqmaps.maps`: it
     may stop after `warm_min_steps`, at most `min_steps` (`fast_min_steps`) steps, then goes on under the full
-    rule). Under `fast_dev_run` each map gets FAST_DEV_RUN_STEPS steps.
+    rule). Under `fast_dev_run` each map and the attack get at most FAST_DEV_RUN_STEPS steps.
 
     Args:
         probe_size: probe images (a seeded draw from the stage's dataset, the same every epoch).
@@ -117,13 +117,13 @@ class FrequencyMapsCallback(ProbeCallback):
         self._curve, self._restored_curve = self._restored_curve, {}
 
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:
-        settings = self.maps
+        settings, attack = self.maps, self.attack
         if trainer.fast_dev_run:
-            settings = settings.capped(FAST_DEV_RUN_STEPS)
+            settings, attack = settings.capped(FAST_DEV_RUN_STEPS), attack.capped(FAST_DEV_RUN_STEPS)
         device = pl_module.device
         batches = {
             number: analyse_images(
-                pl_module, shard.x[rows].to(device), shard.y[rows].to(device), self.attack, settings,
+                pl_module, shard.x[rows].to(device), shard.y[rows].to(device), attack, settings,
                 index=shard.index[rows], previous=self._previous.get(stage, ()), warm_min_steps=self.warm_min_steps,
                 seed=self.seed + number, attack_batch_size=len(rows), progress=False,
             )

@@ -461,13 +461,14 @@ def correlate_maps(
     seed: int = 0,
     kernel: int | None = None,
     resamples: int = 0,
+    estimator: Estimator | None = None,
 ) -> CorrelationResult:
     """Pair essential and adversarial maps by image index, pool and flatten them, and compute every measure.
 
     essential: (ne, C, H, W) with essential_index (ne,); adversarial: (na, C, H, W) with adversarial_index
     (na,): the dataset index of each map's image. Only images present in both are used (at least 3), in
     ascending index order; `pool_and_flatten(maps, kernel)` gives E and A, then `idcor(A, E, permutations,
-    seed)`, `svcca`, `cka` and `paired_cosine`; with `resamples`, IdCor's 95% percentile bootstrap interval
+    seed, estimator=estimator)` (default TwoNN, the paper's), `svcca`, `cka` and `paired_cosine`; with `resamples`, IdCor's 95% percentile bootstrap interval
     (`bootstrap_idcor` with that many resamples, seeded with `seed`; none when the pairs are too few for it).
     """
     from freqmaps.bootstrap import bootstrap_idcor  # it builds on this module's distances
@@ -488,11 +489,11 @@ def correlate_maps(
                          kernel)
     if resamples < 0:
         raise UserInputError(f"resamples must be >= 0, got {resamples}")
-    result = CorrelationResult(n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed),
+    result = CorrelationResult(n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed, estimator=estimator),
                                svcca=svcca(A, E), cka=cka(A, E), cosine=paired_cosine(A, E))
     if resamples:
         try:
-            result.idcor_interval = bootstrap_idcor(A, E, resamples, seed=seed)
+            result.idcor_interval = bootstrap_idcor(A, E, resamples, seed=seed, estimator=estimator)
         except UserInputError:  # too few pairs for the resamples' dimensions: IdCor without an interval
             pass
     return result

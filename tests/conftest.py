@@ -129,6 +129,23 @@ def cifar10_few(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def imagenette_tiny(tmp_path_factory):
+    """A generated image folder in Imagenette's layout: 3 classes, 4 train and 2 val 224-px JPEGs each (each
+    class a different mean colour plus noise)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagenette")
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for k, name in enumerate(("n01440764", "n02102040", "n02979186")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = (torch.rand(224, 224, 3, generator=generator) * 0.5 + 0.25 * k).clamp(0, 1)
+                Image.fromarray((pixels * 255).byte().numpy()).save(root / split / name / f"{i}.JPEG")
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny():
     """A BatchNorm-free conv net in float64 and 6 one-channel 16x16 images with its labels (several classes)."""
     torch.manual_seed(0)

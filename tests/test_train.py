@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.train_configs import EXPERIMENTS, REPO, documented_args, needs_cifar10
+from tests.train_configs import EXPERIMENTS, REPO, documented_args, needs_cifar10, needs_imagenette
 from tests.wandb_offline import offline_runs, read_offline_run
 from train import main
 
@@ -27,11 +27,15 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.name)
 def test_every_config_runs_fast_dev_run(config, in_tmp, request):
-    """Only the configs whose command needs a CIFAR-10 folder ask for one (and skip without the archive)."""
+    """Only the configs whose command needs a CIFAR-10 folder ask for one (and skip without the archive); the
+    224-px Imagenette configs run on a generated 224-px image folder."""
     args = documented_args(config)
     if needs_cifar10(config):
         args = [*documented_args(config, request.getfixturevalue("cifar10_few")),
                 "--data.val_size", "20", "--data.num_workers", "0"]
+    elif needs_imagenette(config):
+        args = [*documented_args(config, imagenette_root=request.getfixturevalue("imagenette_tiny")),
+                "--data.val_size", "4", "--data.num_workers", "0", "--data.batch_size", "4"]
     cli = main(["fit", *args,
                 "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1"])
     metrics = cli.trainer.callback_metrics

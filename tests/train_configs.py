@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "configs").glob("*.yaml"))
 COMMAND = re.compile(r"#\s+python train\.py fit (.+)$")
 CIFAR10_FOLDER = "<CIFAR-10 folder>"
+IMAGENETTE_FOLDER = "<Imagenette folder>"
 
 
 def documented_command(config: Path) -> str:
@@ -37,17 +38,24 @@ def needs_cifar10(config: Path) -> bool:
     return CIFAR10_FOLDER in documented_command(config)
 
 
-def documented_args(config: Path, cifar10_root: Path | None = None) -> list[str]:
-    """The documented arguments, config paths made absolute and the CIFAR-10 folder placeholder filled in."""
+def needs_imagenette(config: Path) -> bool:
+    """Whether the documented command asks for an Imagenette folder."""
+    return IMAGENETTE_FOLDER in documented_command(config)
+
+
+def documented_args(config: Path, cifar10_root: Path | None = None, imagenette_root: Path | None = None) -> list[str]:
+    """The documented arguments, config paths made absolute and the data folder placeholders filled in."""
     command = documented_command(config)
     if cifar10_root is not None:
         command = command.replace(CIFAR10_FOLDER, str(cifar10_root))
+    if imagenette_root is not None:
+        command = command.replace(IMAGENETTE_FOLDER, str(imagenette_root))
     return [str(REPO / arg) if arg.startswith("configs/") else arg for arg in shlex.split(command)]
 
 
 def config_args(config: Path) -> list[str]:
     """Only the `--config FILE` pairs of the documented command."""
-    args = documented_args(config, cifar10_root=Path("unused"))
+    args = documented_args(config, cifar10_root=Path("unused"), imagenette_root=Path("unused"))
     return [item for i, arg in enumerate(args) if arg == "--config" for item in (arg, args[i + 1])]
 
 

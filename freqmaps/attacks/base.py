@@ -14,6 +14,8 @@ logits may come out in bf16/fp16; losses are computed in float32 and the perturb
 """
 from __future__ import annotations
 
+import copy
+
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -121,6 +123,14 @@ class Attack(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+    def capped(self, steps: int) -> Attack:
+        """A copy running at most `steps` iterations (attacks with a `steps` knob; others as they are): for smoke
+        runs such as Trainer(fast_dev_run=...)."""
+        attack = copy.copy(self)
+        if hasattr(attack, "steps"):
+            attack.steps = min(attack.steps, steps)
+        return attack
 
 
 class MinimumNormAttack(Attack):
