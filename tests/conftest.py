@@ -130,13 +130,13 @@ def cifar10_few(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def imagenette_tiny(tmp_path_factory):
-    """A generated image folder in Imagenette's layout: 3 classes, 4 train and 2 val 224-px JPEGs each (each
+    """A generated image folder in Imagenette's layout: 3 classes, 4 train and 1 val 224-px JPEGs each (each
     class a different mean colour plus noise)."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("imagenette")
     generator = torch.Generator().manual_seed(0)
-    for split, count in (("train", 4), ("val", 2)):
+    for split, count in (("train", 4), ("val", 1)):
         for k, name in enumerate(("n01440764", "n02102040", "n02979186")):
             (root / split / name).mkdir(parents=True)
             for i in range(count):

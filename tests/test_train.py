@@ -35,7 +35,7 @@ def test_every_config_runs_fast_dev_run(config, in_tmp, request):
                 "--data.val_size", "20", "--data.num_workers", "0"]
     elif needs_imagenette(config):
         args = [*documented_args(config, imagenette_root=request.getfixturevalue("imagenette_tiny")),
-                "--data.val_size", "4", "--data.num_workers", "0", "--data.batch_size", "4"]
+                "--data.val_size", "2", "--data.num_workers", "0", "--data.batch_size", "4"]
     cli = main(["fit", *args,
                 "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1"])
     metrics = cli.trainer.callback_metrics

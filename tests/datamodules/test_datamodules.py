@@ -153,3 +153,32 @@ def test_global_batch_is_split_across_processes():
     dm.trainer = SimpleNamespace(world_size=3)
     with pytest.raises(UserInputError, match="not divisible"):
         dm.per_device_batch_size
+
+
+def test_missing_imagenette_names_the_layout_and_the_download_page(tmp_path):
+    with pytest.raises(UserInputError) as err:
+        ImagenetteDataModule(root=str(tmp_path / "imagenette2-320"))
+    message = str(err.value)
+    assert f"{tmp_path}/imagenette2-320/train/<class>/*.jpg" in message and "/val/<class>/" in message
+    assert "https://github.com/fastai/imagenette" in message and "datamodules.imagenette_standin" in message
+
+
+def test_the_standin_is_cifar10_upscaled_in_imagenettes_layout(cifar10_few, tmp_path):
+    from datamodules.imagenette_standin import build_standin
+
+    written = build_standin(cifar10_few, tmp_path / "standin", size=224, train_per_class=3, val_per_class=2,
+                            progress=False)
+    assert written == {"train": 30, "val": 20}
+    assert "Not Imagenette" in (tmp_path / "standin" / "STANDIN.txt").read_text()
+    dm = ImagenetteDataModule(root=str(tmp_path / "standin"), val_size=5, batch_size=8, num_workers=0,
+                              transform="paper")
+    dm.setup("fit")
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (8, 3, 224, 224) and dm.num_classes == 10
+    source = sorted((cifar10_few / "test" / "airplane").iterdir())[0]
+    small = torch.from_numpy(np.array(Image.open(source).convert("RGB"))).permute(2, 0, 1).float() / 255
+    # the upscaled image, averaged back over 7x7 blocks, is the CIFAR-10 image up to JPEG and bicubic rounding
+    blocks = torch.nn.functional.avg_pool2d(x[0:1], 7)[0]
+    assert (blocks - small).abs().mean() < 0.03
+    with pytest.raises(UserInputError, match="exists; give a new folder"):
+        build_standin(cifar10_few, tmp_path / "standin")

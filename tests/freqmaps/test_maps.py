@@ -7,8 +7,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from benchmarks.maps import loop_map
+from freqmaps.correlation import pool_and_flatten
 from freqmaps.errors import UserInputError
 from freqmaps.figures import interval_curve_figure, radial_profiles, write_map_figures
 from freqmaps.fourier import apply_mask, ifftshift2
@@ -222,3 +225,24 @@ def test_interval_curve_draws_the_band_and_marks_significant_points():
     filled, hollow = ax.collections[1:3]
     assert filled.get_offsets().tolist() == [[1.0, 0.3], [2.0, 0.35]]
     assert hollow.get_offsets().tolist() == [[0.0, 0.1]]
+
+
+def test_at_224_pixels_the_batched_solver_equals_the_one_image_loop_and_pools_to_the_papers_cells():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 7, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(64, 3)).double().eval()
+    x = torch.rand(3, 3, 224, 224, dtype=torch.float64)
+    with torch.no_grad():
+        model[-1].bias -= model(x).mean(0)
+        y = model(x).argmax(1)
+    rule = dict(lam=0.1, min_steps=20, max_steps=60, tol=1e-5, progress=False)
+    batched = essential_maps(model, x, y, batch_size=3, **rule)
+    for i in range(len(x)):
+        reference, steps = paper_loop(model, x[i:i + 1], y[i:i + 1], 0.1, 20, 60, 1e-5)
+        torch.testing.assert_close(batched.maps[i], reference, atol=1e-5, rtol=0)
+        assert batched.steps[i] == steps
+    assert 0.01 < batched.maps.mean() < 0.99  # the maps moved from all ones
+    pooled = pool_and_flatten(batched.maps, 7)  # the paper's kernel at 224 px: 32 x 32 cells a channel
+    assert pooled.shape == (3, 3 * 32 * 32)
+    assert torch.equal(pool_and_flatten(batched.maps), pooled)  # 7 is also the default at 224 px
+    assert torch.equal(pooled[0, :32 * 32].view(32, 32), F.max_pool2d(batched.maps[:1, :1], 7)[0, 0].to(pooled))
