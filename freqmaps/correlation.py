@@ -468,8 +468,9 @@ def correlate_maps(
     essential: (ne, C, H, W) with essential_index (ne,); adversarial: (na, C, H, W) with adversarial_index
     (na,): the dataset index of each map's image. Only images present in both are used (at least 3), in
     ascending index order; `pool_and_flatten(maps, kernel)` gives E and A, then `idcor(A, E, permutations,
-    seed, estimator=estimator)` (default TwoNN, the paper's), `svcca`, `cka` and `paired_cosine`; with `resamples`, IdCor's 95% percentile bootstrap interval
-    (`bootstrap_idcor` with that many resamples, seeded with `seed`; none when the pairs are too few for it).
+    seed, estimator=estimator)` (default TwoNN, the paper's), `svcca`, `cka` and `paired_cosine`; with
+    `resamples`, IdCor's 95% percentile bootstrap interval (`bootstrap_idcor` with that many resamples, seeded
+    with `seed`, the same estimator; none when the pairs are too few for it).
     """
     from freqmaps.bootstrap import bootstrap_idcor  # it builds on this module's distances
 
@@ -489,7 +490,8 @@ def correlate_maps(
                          kernel)
     if resamples < 0:
         raise UserInputError(f"resamples must be >= 0, got {resamples}")
-    result = CorrelationResult(n_pairs=len(common), index=common, idcor=idcor(A, E, permutations, seed, estimator=estimator),
+    result = CorrelationResult(n_pairs=len(common), index=common,
+                               idcor=idcor(A, E, permutations, seed, estimator=estimator),
                                svcca=svcca(A, E), cka=cka(A, E), cosine=paired_cosine(A, E))
     if resamples:
         try:
