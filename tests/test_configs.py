@@ -34,8 +34,9 @@ FAST_RULE = {"solver": "fast", "time_scale": 1.75, "fast_min_steps": 85, "fast_m
 
 def fast_rule(args: dict) -> dict:
     """The per-epoch analyses moved to the fast map rule: its knobs join `maps`, whose paper-rule knobs are then the
-    paper's 500 / 5000 steps (unused under the fast rule), and warm-started maps may stop after 20 steps."""
-    return {**args, "maps": {**args["maps"], "min_steps": 500, "max_steps": 5000, **FAST_RULE},
+    paper's 500 / 5000 steps (unused under the fast rule), and warm-started maps may stop after 20 steps. MapSettings
+    gained `memory_gib` since (None: the working batch as given)."""
+    return {**args, "maps": {**args["maps"], "min_steps": 500, "max_steps": 5000, **FAST_RULE, "memory_gib": None},
             "warm_min_steps": 20}
 
 

@@ -144,8 +144,12 @@ def test_minimum_norms_are_no_larger_than_foolbox(digits, fb_model, attack_name,
     ours_median = median_norm(result.x_adv, digits.x, result.success, p)
     assert ours_median <= 1.1 * median_norm(expected, digits.x, their_success, p)
     same = (result.x_adv - expected).abs().flatten(1).amax(1) < 1e-5
-    if attack_name == "deepfool":  # the same iterates, batched
-        assert same.all()
+    if attack_name == "deepfool":  # the same iterates, batched, up to rounding: where two candidate classes'
+        # logits nearly tie, float rounding (it differs across CPUs) can move an iterate by a hair; then the
+        # minimal norm must still agree to 0.1% (seen: one image of 64, 0.34979 vs 0.34985)
+        ours_norms, their_norms = lp_norms(result.x_adv - digits.x, p), lp_norms(expected - digits.x, p)
+        assert same.float().mean() >= 0.95
+        assert ((ours_norms - their_norms).abs() <= 1e-3 * their_norms)[~same].all()
     elif norm == "linf":  # the same iterates, but 100 steps from the boundary can amplify a rounding difference
         assert same.float().mean() >= 0.9
     assert result.success.float().mean() >= 0.9  # unbounded: only FMN L2 leaves a few images stuck at the box
