@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -88,17 +89,17 @@ def main() -> None:
     loop_ms = loop_s / sum(steps for _, steps in loop) * 1e3
     print(f"paper's loop: {loop_ms:.1f} ms/step ({loop_ms / (fb[1] * 1e3):.2f}x one forward+backward at batch 1)")
 
-    solvers = {"batched": rule, **({"batched_autocast": MapSettings(**{**rule.__dict__, "autocast": True})}
-                                   if args.autocast else {})}
+    solvers = {"batched": rule, **({"batched_autocast": replace(rule, autocast=True)} if args.autocast else {})}
+    problem = MapProblem("essential", x, y, index=torch.arange(args.n))
+    loop_maps = torch.stack([m for m, _ in loop]).cpu()
     results = {}
     for name, settings in solvers.items():
-        problem = MapProblem("essential", x, y, index=torch.arange(args.n))
         start = time.perf_counter()
         (maps,) = solve_maps(model, [problem], settings, progress=False)
         seconds = time.perf_counter() - start
         image_steps = int(maps.steps.sum())
         ms = seconds / image_steps * 1e3
-        cosine = map_cosines(maps.maps[:args.loop_n], torch.stack([m for m, _ in loop]).cpu())
+        cosine = map_cosines(maps.maps[:args.loop_n], loop_maps)
         results[name] = {"seconds": seconds, "maps": args.n, "image_steps": image_steps, "ms_per_image_step": ms,
                          "over_forward_backward": ms / (fb[B] * 1e3), "maps_per_s": args.n / seconds,
                          "versus_loop": loop_ms / ms, "cosine_to_loop_min": cosine.min().item()}

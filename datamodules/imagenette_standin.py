@@ -12,14 +12,13 @@ numbers, and `STANDIN.txt` in the output says so.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
 
 from datamodules.base import open_rgb, require_image_folder
-from freqmaps.errors import UserInputError, one_line
+from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.files import check_writable
 
 SPLITS = {"train": "train", "test": "val"}  # CIFAR-10 split -> Imagenette split
@@ -55,7 +54,8 @@ def build_standin(source: str | Path, output: str | Path, size: int = 224, train
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
+    """The command line; a UserInputError exits with a one-line `error: ...` (`exit_on_user_error`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="CIFAR-10 image folder: train/<class>/*.jpg, test/...")
     parser.add_argument("--output", required=True, help="a new folder for the stand-in")
@@ -63,14 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train_per_class", type=int, default=200)
     parser.add_argument("--val_per_class", type=int, default=50)
     args = parser.parse_args(argv)
-    try:
-        written = build_standin(args.source, args.output, args.size, args.train_per_class, args.val_per_class)
-    except UserInputError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+    exit_on_user_error(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
+    written = build_standin(args.source, args.output, args.size, args.train_per_class, args.val_per_class)
     print(f"wrote {written['train']} train and {written['val']} val images under {args.output}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 from freqmaps.correlation import correlate_maps, idcor_score
-from freqmaps.errors import UserInputError, one_line
+from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.files import write_atomically
 from freqmaps.intrinsic_dimension import Estimator, Gride, LevinaBickel, TwoNN
 from freqmaps.maps import FrequencyMaps
@@ -73,7 +72,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
+    """The command line; a UserInputError exits with a one-line `error: ...` (`exit_on_user_error`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="an analyze.py output folder (it holds maps/)")
     parser.add_argument("--permutations", type=int, default=100)
@@ -81,16 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool_kernel", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
-        rows = scan(args.folder, args.permutations, args.resamples, args.seed, args.pool_kernel)
-    except UserInputError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+    exit_on_user_error(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
+    rows = scan(args.folder, args.permutations, args.resamples, args.seed, args.pool_kernel)
     print(markdown(rows))
     write_atomically(Path(args.folder) / "estimators.json",
                      lambda path: path.write_text(json.dumps(rows, indent=1, allow_nan=True)))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -344,13 +344,11 @@ def solve_maps(
         try:
             solved = _solve_warm_then_cold(model, x, target, ifftshift2(init), warm.to(x.device), s,
                                            warm_min_steps, progress)
-        except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not out_of_memory(error):
+        except RuntimeError as error:  # torch.OutOfMemoryError is one
+            memory_error = out_of_memory(error, x, s.batch_size)
+            if memory_error is None:
                 raise
-            size = "x".join(str(n) for n in x.shape[1:])
-            raise UserInputError(
-                f"out of memory solving {size} maps {s.batch_size} at a time: lower maps.batch_size, or set "
-                "maps.memory_gib to the memory the solver may use (the batch is then picked to fit it)") from None
+            raise memory_error from None
     results = []
     for p, rows in zip(problems, parts):
         adversarial = p.target.cpu().long() if p.kind == "adversarial" else torch.full((len(p.x),), -1)

@@ -63,14 +63,23 @@ def working_batch(model: nn.Module, x: torch.Tensor, batch_size: int, memory_gib
     fixed, per_image = footprint(model, x, autocast)
     fits = math.floor((memory_gib * GIB - fixed) / per_image)
     if fits < 1:
-        size = "x".join(str(n) for n in x.shape[1:])
         raise UserInputError(
-            f"maps.memory_gib {memory_gib} holds no {size} image: one needs about {(fixed + per_image) / GIB:.2f} "
+            f"maps.memory_gib {memory_gib} holds no {_size(x)} image: one needs about {(fixed + per_image) / GIB:.2f} "
             "GiB with this model; raise maps.memory_gib, or set maps.autocast true (bfloat16 activations)")
     return min(batch_size, fits)
 
 
-def out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's)."""
-    return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+def out_of_memory(error: BaseException, x: torch.Tensor, batch_size: int) -> UserInputError | None:
+    """For an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's) while solving the maps of x
+    (n, C, H, W) `batch_size` at a time, the error naming the knobs; None for any other error."""
+    if not (isinstance(error, torch.OutOfMemoryError) or (
+            isinstance(error, RuntimeError) and "can't allocate memory" in str(error))):
+        return None
+    return UserInputError(
+        f"out of memory solving {_size(x)} maps {batch_size} at a time: lower maps.batch_size, or set "
+        "maps.memory_gib to the memory the solver may use (the batch is then picked to fit it)")
+
+
+def _size(x: torch.Tensor) -> str:
+    """An image's shape as `CxHxW`."""
+    return "x".join(str(n) for n in x.shape[1:])

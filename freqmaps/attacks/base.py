@@ -15,7 +15,6 @@ logits may come out in bf16/fp16; losses are computed in float32 and the perturb
 from __future__ import annotations
 
 import copy
-
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator

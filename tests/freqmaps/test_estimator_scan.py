@@ -30,7 +30,7 @@ def test_every_estimator_sees_a_shared_latent(tmp_path, capsys):
     maps_of("essential", essential, index).save(tmp_path / "maps" / "essential.pt")
     maps_of("adversarial", adversarial, index).save(tmp_path / "maps" / "adversarial_FMN-linf.pt")
 
-    assert main([str(tmp_path), "--permutations", "50", "--resamples", "0"]) == 0
+    main([str(tmp_path), "--permutations", "50", "--resamples", "0"])
     rows = json.loads((tmp_path / "estimators.json").read_text())
     assert [row["estimator"] for row in rows] == [name for name, _ in ESTIMATORS]
     assert all(row["p"] == pytest.approx(1 / 51) for row in rows)  # no shuffle reaches the joint dimension
@@ -40,6 +40,7 @@ def test_every_estimator_sees_a_shared_latent(tmp_path, capsys):
     assert "| FMN-linf | TwoNN | 240 |" in capsys.readouterr().out
 
 
-def test_a_folder_without_maps_is_one_line(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith(f"error: no {tmp_path / 'maps' / 'essential.pt'}")
+def test_a_folder_without_maps_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert str(exit_info.value.code).startswith(f"error: no {tmp_path / 'maps' / 'essential.pt'}")
