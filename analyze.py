@@ -5,6 +5,7 @@ SVCCA / CKA / cosine, class-level maps as a defence; writes a results folder and
     python analyze.py --config configs/reproduce/cifar10_analyze.yaml --checkpoint path/to/last.ckpt
     python analyze.py --config configs/reproduce/digits_analyze.yaml --checkpoint ... --images 200
     python analyze.py --help        (every knob; configs can interpolate with ${...})
+    python analyze.py STUDY --config ...   (a related study: see STUDIES, e.g. `python analyze.py curvature --help`)
 
 The results folder holds results.json, results.md (one row per attack, then the class-map defence),
 figures/*.png and maps/*.pt (see freqmaps.report; `python -m freqmaps.report DIR` redraws table and figures).
@@ -12,7 +13,9 @@ figures/*.png and maps/*.pt (see freqmaps.report; `python -m freqmaps.report DIR
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -186,13 +189,24 @@ def log_to_wandb(study: Study, paths: dict[str, Path], project: str, name: str |
         run.finish()
 
 
+STUDIES: dict[str, Callable[..., dict]] = {"maps": analyze}
+
+
 def main(argv: list[str] | None = None) -> None:
+    """`analyze.py [STUDY] --config ...`: STUDY one of STUDIES (default `maps`, the paper's study); the rest of the
+    command line is that study function's arguments."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv.pop(0) if argv and argv[0] in STUDIES else "maps"
+    if argv and not argv[0].startswith("-"):
+        raise UserInputError(f"unknown study {argv[0]!r}; choose one of {', '.join(STUDIES)}")
+    study = STUDIES[name]
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    parser = ArgumentParser(description=__doc__.split("\n")[0], parser_mode="omegaconf+")
+    parser = ArgumentParser(prog=f"analyze.py {name}", description=(study.__doc__ or "").split("\n")[0],
+                            parser_mode="omegaconf+")
     parser.add_argument("--config", action="config")
-    parser.add_function_arguments(analyze)
+    parser.add_function_arguments(study)
     init = parser.instantiate(parser.parse_args(argv))
-    analyze(**{k: v for k, v in vars(init).items() if k != "config"})
+    study(**{k: v for k, v in vars(init).items() if k != "config"})
 
 
 if __name__ == "__main__":

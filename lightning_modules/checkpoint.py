@@ -93,3 +93,17 @@ def load_classifier(source: str | Path, map_location: str | torch.device = "cpu"
         raise UserInputError(f"{source} is neither a zoo model ({', '.join(names)}) nor a checkpoint file; pass a zoo "
                              "name or the .ckpt that `python train.py fit` wrote")
     return load_network(source, map_location)
+
+
+def load_weights(network: nn.Module, source: str | Path) -> None:
+    """Copy into `network` (a registry network, in place) the network weights of a zoo model or a `train.py`
+    checkpoint (`load_classifier`); a filter the source was trained behind is not copied. UserInputError naming
+    the source when its weights do not fit the network."""
+    model = load_classifier(source)
+    trained = model.network if isinstance(model, FilteredNetwork) else model
+    try:
+        network.load_state_dict(trained.state_dict())
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise UserInputError(f"init_weights {source}: its weights do not fit {type(network).__name__} ({first}); "
+                             "start from a model of the same architecture") from error

@@ -22,6 +22,7 @@ from freqmaps.errors import UserInputError
 from freqmaps.filters import FilteredNetwork, InputFilter
 from freqmaps.models import classifier_head, create_model
 from freqmaps.objectives import CrossEntropy, Objective
+from lightning_modules.checkpoint import load_weights
 
 ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16"]
 
@@ -40,6 +41,10 @@ class StandardClassifier(L.LightningModule):
     `trainable: head` trains the classification head alone (`freqmaps.models.classifier_head`), the rest of
     the network frozen (its BatchNorm statistics still follow the data in training mode, as in the paper's
     ResNet-18 fine-tuning); `all` (default) trains everything.
+
+    `init_weights` starts the network from trained weights instead of a random draw: a zoo model's name
+    (`python -m freqmaps.zoo list`) or a `train.py` checkpoint; only the network's weights are taken (not its input
+    filter, optimizer or epoch), so fine-tuning, e.g. adversarially, starts from them. The architecture must match.
     """
 
     def __init__(
@@ -55,11 +60,14 @@ class StandardClassifier(L.LightningModule):
         objective: Objective | None = None,
         input_filter: InputFilter | None = None,
         eval_attack: Attack | None = None,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "objective", "input_filter", "eval_attack"])
         self.hparams["input_filter"] = None if input_filter is None else input_filter.description()
         self.network = create_model(model_name, num_classes, in_channels, image_size, pretrained)
+        if init_weights is not None:
+            load_weights(self.network, init_weights)
         if trainable not in ("all", "head"):
             raise UserInputError(f"trainable must be 'all' or 'head', got {trainable!r}")
         if trainable == "head":

@@ -129,6 +129,14 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_an_unknown_study_is_a_one_line_error_naming_the_studies(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "analyze.py"), "curvatur", "--config", str(CONFIG)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert re.search(r"unknown study 'curvatur'; choose one of maps", result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_study_runs_on_a_zoo_model_by_name(tmp_path):
     """A fresh clone's study: the zoo's digits model by name (the config's default), no training."""
     result = subprocess.run(

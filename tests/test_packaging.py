@@ -1,5 +1,5 @@
 """What installing freqmaps puts on a user's path: only the `freqmaps` core package. The Lightning layers
-(`lightning_modules/`, `datamodules/`, `callbacks/`) stay in the repository and are imported from its root, which
+(`lightning_modules/`, `datamodules/`, `callbacks/`, `studies/`) stay in the repository and are imported from its root, which
 `python train.py`, `python analyze.py`, `python -m benchmarks.x` and pytest put first on sys.path. So a user's own
 package named `callbacks` is neither shadowed by ours outside the repository nor picked up by our scripts."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("callbacks", "datamodules", "lightning_modules")
+LAYERS = ("callbacks", "datamodules", "lightning_modules", "studies")
 
 # Importing one of the user's packages leaves a file IMPORTED beside its __init__.py.
 USER_INIT = """import pathlib
@@ -25,7 +25,7 @@ pathlib.Path(__file__).with_name("IMPORTED").touch()
 
 @pytest.fixture
 def user_packages(tmp_path) -> Path:
-    """A folder holding a user's own packages named like our layers (callbacks, datamodules, lightning_modules)."""
+    """A folder holding a user's own packages named like our layers (callbacks, datamodules, ...)."""
     folder = tmp_path / "user"
     for name in LAYERS:
         (folder / name).mkdir(parents=True)
@@ -71,12 +71,12 @@ def test_wheel_installs_only_the_core_and_leaves_users_packages_alone(tmp_path, 
     elsewhere.mkdir()
     # -S: no site-packages, so only the user's folder and the installed wheel are importable, whatever this
     # environment has installed. Nothing is imported but the user's packages (no torch needed).
-    probe = ("import importlib.util, callbacks, datamodules, lightning_modules; "
-             "print(callbacks.OWNER, datamodules.OWNER, lightning_modules.OWNER); "
+    probe = ("import importlib.util, callbacks, datamodules, lightning_modules, studies; "
+             "print(callbacks.OWNER, datamodules.OWNER, lightning_modules.OWNER, studies.OWNER); "
              "print(importlib.util.find_spec('freqmaps').origin)")
     lines = run([sys.executable, "-S", "-c", probe], cwd=elsewhere,
                 pythonpath=[user_packages, site]).stdout.splitlines()
-    assert lines[0] == "user user user"
+    assert lines[0] == "user user user user"
     assert Path(lines[1]) == site / "freqmaps" / "__init__.py"
 
 

@@ -1,16 +1,20 @@
 """StandardClassifier learns the planted-frequency data, builds its optimizer and scheduler from callables, and
-composes its input filter and network into one model without registering anything twice."""
+composes its input filter and network into one model without registering anything twice, and starts from trained
+weights when asked."""
 from __future__ import annotations
 
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 
 from datamodules import SyntheticFrequencyDataModule
+from freqmaps.errors import UserInputError
 from freqmaps.filters import FilteredNetwork, LowPass
 from freqmaps.objectives import CrossEntropy
 from lightning_modules import StandardClassifier
+from lightning_modules.checkpoint import load_classifier
 
 
 def test_planted_frequency_data_is_learnable():
@@ -52,3 +56,26 @@ def test_the_model_is_the_filter_then_the_network_registered_once():
     filtered.eval()
     with torch.no_grad():
         torch.testing.assert_close(filtered(x), filtered.network(LowPass(3.0)(x, None)))
+
+
+def test_init_weights_starts_from_a_trained_network_and_refuses_another_architecture(tmp_path):
+    zoo = load_classifier("digits_small_cnn")
+    started = StandardClassifier("small_cnn", 10, 1, 32, init_weights="digits_small_cnn")
+    for key, value in zoo.state_dict().items():
+        torch.testing.assert_close(started.network.state_dict()[key], value, rtol=0, atol=0)
+    x = torch.rand(4, 1, 32, 32)
+    started.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(started(x), zoo(x), rtol=0, atol=0)
+    # from a train.py checkpoint of a filtered model: the network's weights only, the new module's own filter
+    filtered = StandardClassifier("small_cnn", 10, 1, 32, input_filter=LowPass(3.0))
+    trainer = L.Trainer(max_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.strategy.connect(filtered)
+    trainer.save_checkpoint(tmp_path / "filtered.ckpt")
+    plain = StandardClassifier("small_cnn", 10, 1, 32, init_weights=str(tmp_path / "filtered.ckpt"))
+    assert plain.input_filter is None
+    for key, value in filtered.network.state_dict().items():
+        torch.testing.assert_close(plain.network.state_dict()[key], value, rtol=0, atol=0)
+    with pytest.raises(UserInputError, match="init_weights digits_small_cnn: its weights do not fit CifarResNet"):
+        StandardClassifier("resnet20", 10, 1, 32, init_weights="digits_small_cnn")

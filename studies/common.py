@@ -1,0 +1,62 @@
+"""What every study entry does around its science: pick the device, draw the probe images, open the W&B run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from datamodules.base import ImageDataModule
+from freqmaps.files import write_atomically
+from freqmaps.inputs import check_model_fits
+from freqmaps.sampling import seeded_indices, take
+from lightning_modules.checkpoint import load_classifier
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def pick_device(device: Device) -> torch.device:
+    """`auto`: CUDA when there is one, else the CPU."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def load_probe(checkpoint: str, data: ImageDataModule, images: int, split: Literal["test", "val"], seed: int,
+               device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model (zoo name or .ckpt, eval mode, on `device`) and `images` images of `split` drawn with `seed` (the
+    callbacks' probe draw): model, x (n, C, H, W) in [0, 1], y (n,), index (n,) into the split. UserInputError when
+    the model does not fit the data."""
+    model = load_classifier(checkpoint).to(device)
+    data.prepare_data()
+    data.setup("test")
+    dataset = data.test_set if split == "test" else data.val_set
+    index = seeded_indices(len(dataset), images, seed)
+    x, y = take(dataset, index)
+    check_model_fits(model, x, y, f"{type(data).__name__}'s {split} split")
+    return model, x.to(device), y.to(device), index
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """results.json, atomically (a crash never leaves half a file)."""
+    text = json.dumps(payload, indent=2, default=float)
+    return write_atomically(path, lambda partial: partial.write_text(text))
+
+
+def log_to_wandb(project: str | None, name: str | None, offline: bool, output_dir: Path, job_type: str,
+                 config: dict, scalars: dict, tables: dict[str, tuple[list[str], list[list]]],
+                 figures: dict[str, Path]) -> None:
+    """One W&B run (offline by default; `wandb sync` uploads it) under output_dir: `scalars` logged as they are,
+    each table as a wandb.Table, each figure as an image under figures/. Nothing when project is None."""
+    if project is None:
+        return
+    import wandb
+
+    run = wandb.init(project=project, name=name, dir=str(output_dir), mode="offline" if offline else "online",
+                     job_type=job_type, config=config)
+    try:
+        log = dict(scalars)
+        log |= {key: wandb.Table(columns=columns, data=rows) for key, (columns, rows) in tables.items()}
+        log |= {f"figures/{key}": wandb.Image(str(path)) for key, path in figures.items()}
+        run.log(log)
+    finally:
+        run.finish()
