@@ -1,7 +1,8 @@
 """What installing freqmaps puts on a user's path: only the `freqmaps` core package. The Lightning layers
-(`lightning_modules/`, `datamodules/`, `callbacks/`, `studies/`) stay in the repository and are imported from its root, which
-`python train.py`, `python analyze.py`, `python -m benchmarks.x` and pytest put first on sys.path. So a user's own
-package named `callbacks` is neither shadowed by ours outside the repository nor picked up by our scripts."""
+(`lightning_modules/`, `datamodules/`, `callbacks/`) and the study entries (`studies/`) stay in the repository and
+are imported from its root, which `python train.py`, `python analyze.py`, `python -m benchmarks.x` and pytest put
+first on sys.path. So a user's own package named `callbacks` is neither shadowed by ours outside the repository nor
+picked up by our scripts."""
 from __future__ import annotations
 
 import os
