@@ -34,6 +34,10 @@ from freqmaps.report import prepare_output_dir, write_study
 from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS, Study, run_study
 from lightning_modules.checkpoint import load_classifier
+from studies.curvature import curvature
+from studies.fragility import fragility_study
+from studies.robustness import robustness
+from studies.transfer import transfer_study
 
 
 def attack_names(attacks: list[Attack]) -> list[str]:
@@ -189,13 +193,13 @@ def log_to_wandb(study: Study, paths: dict[str, Path], project: str, name: str |
         run.finish()
 
 
-STUDIES: dict[str, Callable[..., dict]] = {"maps": analyze}
+STUDIES: dict[str, Callable[..., dict]] = {"maps": analyze, "curvature": curvature, "transfer": transfer_study,
+                                            "fragility": fragility_study, "robustness": robustness}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`analyze.py [STUDY] --config ...`: STUDY one of STUDIES (default `maps`, the paper's study); the rest of the
-    command line is that study function's arguments."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: list[str]) -> tuple[Callable[..., dict], dict]:
+    """`[STUDY] --config ...` -> the study function (STUDIES; default `maps`) and its instantiated arguments."""
+    argv = list(argv)
     name = argv.pop(0) if argv and argv[0] in STUDIES else "maps"
     if argv and not argv[0].startswith("-"):
         raise UserInputError(f"unknown study {argv[0]!r}; choose one of {', '.join(STUDIES)}")
@@ -206,7 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", action="config")
     parser.add_function_arguments(study)
     init = parser.instantiate(parser.parse_args(argv))
-    study(**{k: v for k, v in vars(init).items() if k != "config"})
+    return study, {k: v for k, v in vars(init).items() if k != "config"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`analyze.py [STUDY] --config ...`: STUDY one of STUDIES (default `maps`, the paper's study); the rest of the
+    command line is that study function's arguments."""
+    study, arguments = parse(sys.argv[1:] if argv is None else argv)
+    study(**arguments)
 
 
 if __name__ == "__main__":

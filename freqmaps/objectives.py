@@ -35,6 +35,10 @@ class Objective(ABC):
         """The clean loss of logits (B, K) against y (B,), batch mean: cross-entropy."""
         return F.cross_entropy(logits, y)
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called at the start of every training epoch (0-based, also after a resume), for objectives whose weights
+        follow a schedule (`freqmaps.saturation.SaturationPenalty`); the others ignore it."""
+
     @abstractmethod
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingLoss:
         """The training loss of one batch."""

@@ -73,7 +73,7 @@ def load_network(checkpoint: str | Path, map_location: str | torch.device = "cpu
     _, hparams, state = read_checkpoint(checkpoint)
     # pretrained weights are not fetched again: the checkpoint holds the trained ones
     network = create_model(hparams["model_name"], hparams["num_classes"], hparams["in_channels"],
-                           hparams["image_size"])
+                           hparams["image_size"], **(hparams.get("model_options") or {}))
     description = hparams.get("input_filter")
     model = network if description is None else FilteredNetwork(network, InputFilter.from_description(description))
     weights = {k: v for k, v in state.items() if k.startswith(("network.", "input_filter."))}

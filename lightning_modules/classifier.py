@@ -24,7 +24,7 @@ from freqmaps.models import classifier_head, create_model
 from freqmaps.objectives import CrossEntropy, Objective
 from lightning_modules.checkpoint import load_weights
 
-ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16"]
+ModelName = Literal["small_cnn", "resnet20", "resnet56", "resnet18", "vit_b_16", "mlp"]
 
 
 class StandardClassifier(L.LightningModule):
@@ -45,6 +45,9 @@ class StandardClassifier(L.LightningModule):
     `init_weights` starts the network from trained weights instead of a random draw: a zoo model's name
     (`python -m freqmaps.zoo list`) or a `train.py` checkpoint; only the network's weights are taken (not its input
     filter, optimizer or epoch), so fine-tuning, e.g. adversarially, starts from them. The architecture must match.
+
+    `model_options` are the network's own knobs (`freqmaps.models.create_model`; mlp: `widths`, `activation`).
+    The objective's `start_epoch` is called at every training epoch's start (the saturation penalty's annealing).
     """
 
     def __init__(
@@ -61,11 +64,13 @@ class StandardClassifier(L.LightningModule):
         input_filter: InputFilter | None = None,
         eval_attack: Attack | None = None,
         init_weights: str | None = None,
+        model_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "objective", "input_filter", "eval_attack"])
         self.hparams["input_filter"] = None if input_filter is None else input_filter.description()
-        self.network = create_model(model_name, num_classes, in_channels, image_size, pretrained)
+        self.network = create_model(model_name, num_classes, in_channels, image_size, pretrained,
+                                    **(model_options or {}))
         if init_weights is not None:
             load_weights(self.network, init_weights)
         if trainable not in ("all", "head"):
@@ -116,6 +121,9 @@ class StandardClassifier(L.LightningModule):
         if states is not None:
             torch.set_rng_state(states["torch"])
             random.setstate(states["python"])
+
+    def on_train_epoch_start(self) -> None:
+        self.objective.start_epoch(self.current_epoch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -1,4 +1,5 @@
-"""What every study entry does around its science: pick the device, draw the probe images, open the W&B run."""
+"""What every study entry does around its science: pick the device, draw the probe images, write results and figures,
+open the W&B run."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from matplotlib.figure import Figure
 
 from datamodules.base import ImageDataModule
 from freqmaps.files import write_atomically
@@ -40,6 +42,12 @@ def write_json(path: Path, payload: dict) -> Path:
     """results.json, atomically (a crash never leaves half a file)."""
     text = json.dumps(payload, indent=2, default=float)
     return write_atomically(path, lambda partial: partial.write_text(text))
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Save a figure as PNG, atomically."""
+    figure.tight_layout()
+    return write_atomically(path, lambda partial: figure.savefig(partial, dpi=110, format="png"))
 
 
 def log_to_wandb(project: str | None, name: str | None, offline: bool, output_dir: Path, job_type: str,

@@ -151,3 +151,18 @@ def test_study_runs_on_a_zoo_model_by_name(tmp_path):
     assert results["checkpoint"] == "digits_small_cnn"
     rows = {row["attack"]: row for row in results["rows"]}
     assert rows["PGD-linf"]["images"] == 16 and rows["PGD-linf"]["clean_acc"] >= 14 / 16  # the zoo model's 98%
+
+
+STUDY_CONFIGS = sorted(path for path in (REPO / "configs").rglob("*.yaml")
+                       if re.search(r"#\s+python analyze\.py \w+ --config", path.read_text()))
+
+
+@pytest.mark.parametrize("config", STUDY_CONFIGS, ids=lambda p: p.stem)
+def test_every_study_config_parses_into_its_study(config):
+    """Each related study's config, by its documented command, builds the study's arguments (datamodule, attacks)."""
+    from analyze import STUDIES, parse
+
+    name = re.search(r"#\s+python analyze\.py (\w+) --config", config.read_text()).group(1)
+    study, arguments = parse([name, "--config", str(config)])
+    assert study is STUDIES[name]
+    assert type(arguments["data"]).__name__.endswith("DataModule")

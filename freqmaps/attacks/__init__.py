@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import inspect
 
+from freqmaps.attacks.apgd import APGD
 from freqmaps.attacks.base import Attack, MinimumNormAttack, MinimumNormResult, attack_in_chunks
 from freqmaps.attacks.deepfool import DeepFool
 from freqmaps.attacks.fgsm import FGSM
 from freqmaps.attacks.fmn import FMN
 from freqmaps.attacks.pgd import PGD
 from freqmaps.attacks.report import AttackReport, attack_report
+from freqmaps.attacks.square import Square
+from freqmaps.attacks.targeted import TargetedPGD
 from freqmaps.errors import UserInputError
 
-_REGISTRY: dict[str, type[Attack]] = {"pgd": PGD, "fgsm": FGSM, "fmn": FMN, "deepfool": DeepFool}
+_REGISTRY: dict[str, type[Attack]] = {"pgd": PGD, "fgsm": FGSM, "fmn": FMN, "deepfool": DeepFool, "apgd": APGD,
+                                   "square": Square, "targeted_pgd": TargetedPGD}
 
 ATTACK_NAMES = tuple(_REGISTRY)
 
@@ -36,6 +40,6 @@ def create_attack(name: str, **kwargs) -> Attack:
 
 
 __all__ = [
-    "ATTACK_NAMES", "Attack", "AttackReport", "DeepFool", "FGSM", "FMN", "MinimumNormAttack",
-    "MinimumNormResult", "PGD", "attack_in_chunks", "attack_report", "create_attack",
+    "APGD", "ATTACK_NAMES", "Attack", "AttackReport", "DeepFool", "FGSM", "FMN", "MinimumNormAttack",
+    "MinimumNormResult", "PGD", "Square", "TargetedPGD", "attack_in_chunks", "attack_report", "create_attack",
 ]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from torch import nn
 
 from freqmaps.errors import UserInputError
+from freqmaps.models.mlp import MLP
 from freqmaps.models.resnet_cifar import CifarResNet
 from freqmaps.models.small_cnn import SmallCNN
 from freqmaps.models.torchvision_models import resnet18, vit_b_16
@@ -22,20 +23,30 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "vit_b_16": lambda num_classes, in_channels, image_size, pretrained: vit_b_16(
         num_classes, in_channels, image_size, pretrained
     ),
+    "mlp": lambda num_classes, in_channels, image_size, pretrained, **options: MLP(
+        num_classes, in_channels, image_size, **options
+    ),
 }
+_OPTIONS = {"mlp": ("widths", "activation")}  # the models that take options (create_model's **options)
 
 MODEL_NAMES = tuple(_REGISTRY)
 
 
 def create_model(
-    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, pretrained: bool = False
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, pretrained: bool = False,
+    **options,
 ) -> nn.Module:
-    """Build a registered model. Raises UserInputError naming the known models for an unknown name."""
+    """Build a registered model; `options` are its own knobs (mlp: widths, activation). Raises UserInputError naming
+    the known models for an unknown name, the accepted options for an unknown option."""
     if name not in _REGISTRY:
         raise UserInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    unknown = sorted(set(options) - set(_OPTIONS.get(name, ())))
+    if unknown:
+        accepted = ", ".join(_OPTIONS.get(name, ())) or "none"
+        raise UserInputError(f"model {name!r} has no option {', '.join(unknown)}; it accepts {accepted}")
     if pretrained and name not in ("resnet18", "vit_b_16"):
         raise UserInputError(f"pretrained weights exist only for resnet18 and vit_b_16, not {name!r}")
-    return _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
+    return _REGISTRY[name](num_classes, in_channels, image_size, pretrained, **options)
 
 
 def classifier_head(network: nn.Module) -> nn.Module:
@@ -55,4 +66,4 @@ def zoo_model(name: str, directory: str | None = None) -> nn.Module:
     return load_model(name, directory)
 
 
-__all__ = ["MODEL_NAMES", "CifarResNet", "SmallCNN", "classifier_head", "create_model", "zoo_model"]
+__all__ = ["MLP", "MODEL_NAMES", "CifarResNet", "SmallCNN", "classifier_head", "create_model", "zoo_model"]
