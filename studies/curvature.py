@@ -120,9 +120,9 @@ def markdown(study: CurvatureStudy, config: dict) -> str:
     lines += ["", "## Shared directions and connectivity", "",
               f"Mean overlap of two images' top curved subspaces: {_cell(study.shared['mean'])} (random subspaces: "
               f"{_cell(study.shared['random'])}).", "",
-              f"Same-class pairs connected by the path search: {_cell(c['connected'])} of {c['pairs']} (straight "
-              f"segment already inside: {_cell(c['straight'])}; mean path length / distance {_cell(c['mean_length'])}"
-              f", mean vertices {_cell(c['mean_points'])}).", "",
+              f"Same-class pairs: {c['pairs']}; share connected by the path search {_cell(c['connected'])}, share "
+              f"whose straight segment already stays in the class {_cell(c['straight'])}; mean path length / "
+              f"distance {_cell(c['mean_length'])}, mean vertices {_cell(c['mean_points'])}.", "",
               f"## Curvature detector (threshold at {study.detector['fpr']:.0%} false positives on clean images)", "",
               "| attack | success | median L2 | AUC | detected | recovered label |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['attack']} | {_cell(r['success'])} | {_cell(r['median_l2'])} | {_cell(r['auc'])} | "
