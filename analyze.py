@@ -27,13 +27,12 @@ from freqmaps.analysis import PER_CLASS
 from freqmaps.attacks import Attack
 from freqmaps.class_maps import CLASS_MAP_SETTINGS
 from freqmaps.errors import UserInputError, exit_on_user_error
-from freqmaps.inputs import check_model_fits
 from freqmaps.maps import MapSettings
 from freqmaps.power import pairs_for_power
 from freqmaps.report import prepare_output_dir, write_study
 from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS, Study, run_study
-from lightning_modules.checkpoint import load_classifier
+from studies.common import load_probe, pick_device
 from studies.curvature import curvature
 from studies.fragility import fragility_study
 from studies.robustness import robustness
@@ -108,14 +107,8 @@ def analyze(
         if value < least:
             raise UserInputError(f"{name} must be >= {least}, got {value}")
     prepare_output_dir(output_dir, overwrite)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    model = load_classifier(checkpoint).to(device)
-    data.prepare_data()
-    data.setup("test")
-    dataset = data.test_set if split == "test" else data.val_set
-    index = seeded_indices(len(dataset), images, seed)
-    x, y = take(dataset, index)
-    check_model_fits(model, x, y, f"{type(data).__name__}'s {split} split")
+    device = pick_device(device)
+    model, x, y, index = load_probe(checkpoint, data, images, split, seed, device)
     class_data = None
     if class_map_images:
         class_data = tuple(t.to(device) for t in take(data.val_set, seeded_indices(len(data.val_set),

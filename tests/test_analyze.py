@@ -158,11 +158,14 @@ STUDY_CONFIGS = sorted(path for path in (REPO / "configs").rglob("*.yaml")
 
 
 @pytest.mark.parametrize("config", STUDY_CONFIGS, ids=lambda p: p.stem)
-def test_every_study_config_parses_into_its_study(config):
-    """Each related study's config, by its documented command, builds the study's arguments (datamodule, attacks)."""
+def test_every_study_config_parses_into_its_study(config, request):
+    """Each related study's config, by its documented command, builds the study's arguments (datamodule, attacks);
+    a CIFAR-10 config on a small real image folder (its datamodule checks the folder)."""
     from analyze import STUDIES, parse
 
     name = re.search(r"#\s+python analyze\.py (\w+) --config", config.read_text()).group(1)
-    study, arguments = parse([name, "--config", str(config)])
+    root = ["--data.init_args.root", str(request.getfixturevalue("cifar10_few"))] if "CIFAR10" in config.read_text() \
+        else []
+    study, arguments = parse([name, "--config", str(config), *root])
     assert study is STUDIES[name]
     assert type(arguments["data"]).__name__.endswith("DataModule")

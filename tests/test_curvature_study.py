@@ -3,21 +3,27 @@ offline W&B run hold what the study computed."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
-import analyze
 from freqmaps.geometry import CurvatureStudy
-from tests.wandb_offline import read_offline_run
+from tests.wandb_offline import child_env, read_offline_run
 
+REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/analysis/digits_curvature.yaml"
 
 
 def test_curvature_study_on_digits_writes_results_figures_and_a_wandb_run(tmp_path):
     out = tmp_path / "curvature"
-    analyze.main(["curvature", "--config", CONFIG, "--output_dir", str(out), "--images", "12", "--k", "4",
-                  "--lanczos_steps", "8", "--h_sweep", "[0.5]", "--dims", "[1, 4]", "--attack_steps", "20",
-                  "--pairs", "2", "--path_points", "8", "--directions", "3", "--progress", "false"])
+    # in a child process: an in-process W&B run here left the service without a run file for a later in-process
+    # WandbLogger run (tests/test_train.py's default job)
+    subprocess.run([sys.executable, "analyze.py", "curvature", "--config", CONFIG, "--output_dir", str(out),
+                    "--images", "12", "--k", "4", "--lanczos_steps", "8", "--h_sweep", "[0.5]", "--dims", "[1, 4]",
+                    "--attack_steps", "20", "--pairs", "2", "--path_points", "8", "--directions", "3",
+                    "--progress", "false"], cwd=REPO, env=child_env(), check=True, capture_output=True, timeout=600)
     results = json.loads((out / "results.json").read_text())
     study = CurvatureStudy.from_state(torch.load(out / "study.pt", weights_only=True))
     assert set(results["profiles"]) == {"h=0.1", "h=0.5"} and len(results["profiles"]["h=0.1"]) == 4
