@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,3 +90,17 @@ def read_offline_run(directory: Path) -> OfflineRun:
 def offline_runs(save_dir: Path) -> list[Path]:
     """All offline run directories under a WandbLogger save_dir, oldest first."""
     return sorted((Path(save_dir) / "wandb").glob("offline-run-*"))
+
+
+def finished_run(directory: Path, timeout: float = 120.0) -> OfflineRun:
+    """The offline run in `directory`, read once its log exists and holds the exit record (W&B's writer may still be
+    flushing when wandb.finish() or the training process returns)."""
+    deadline = time.monotonic() + timeout
+    while not list(Path(directory).glob("run-*.wandb")):
+        assert time.monotonic() < deadline, f"{directory} has no run-*.wandb after {timeout} s"
+        time.sleep(0.5)
+    (log,) = Path(directory).glob("run-*.wandb")
+    while not any(r.WhichOneof("record_type") == "exit" for r in read_records(log)):
+        assert time.monotonic() < deadline, f"{log} has no exit record after {timeout} s"
+        time.sleep(0.5)
+    return read_offline_run(directory)

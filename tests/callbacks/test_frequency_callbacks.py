@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import yaml
 
 from freqmaps.analysis import METRICS
 from tests.train_configs import resolve
-from tests.wandb_offline import child_env, offline_runs, read_offline_run, read_records
+from tests.wandb_offline import child_env, finished_run, offline_runs, read_records
 from train import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,17 +53,6 @@ def train_py(args: list[str], cwd: Path) -> None:
     result = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=ENV, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-
-
-def finished_run(directory: Path, timeout: float = 120.0):
-    """The offline run in `directory`, read once its log holds the exit record (W&B's writer may still be
-    flushing when wandb.finish() or the training process returns)."""
-    (log,) = directory.glob("run-*.wandb")
-    deadline = time.monotonic() + timeout
-    while not any(r.WhichOneof("record_type") == "exit" for r in read_records(log)):
-        assert time.monotonic() < deadline, f"{log} has no exit record after {timeout} s"
-        time.sleep(0.5)
-    return read_offline_run(directory)
 
 
 def analysis_scalars(run) -> dict[str, list]:

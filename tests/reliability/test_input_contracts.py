@@ -76,7 +76,7 @@ def test_analyze_refuses_what_does_not_fit(tmp_path, changes, message):
 
 def test_an_unwritable_output_folder_is_found_before_any_compute(tmp_path, monkeypatch):
     (tmp_path / "a_file").write_text("")
-    monkeypatch.setattr("analyze.load_classifier", lambda *a, **k: pytest.fail("compute started"))
+    monkeypatch.setattr("analyze.load_probe", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises(UserInputError, match="output_dir .*a_file/out is not writable"):
         run(tmp_path, checkpoint="digits_small_cnn", output_dir=tmp_path / "a_file" / "out")
 
