@@ -32,7 +32,7 @@ from freqmaps.power import pairs_for_power
 from freqmaps.report import prepare_output_dir, write_study
 from freqmaps.sampling import seeded_indices, take
 from freqmaps.study import ROW_FIELDS, Study, run_study
-from studies.common import load_probe, pick_device
+from studies.common import load_probe, log_to_wandb, pick_device
 from studies.curvature import curvature
 from studies.fragility import fragility_study
 from studies.robustness import robustness
@@ -131,8 +131,7 @@ def analyze(
     print(paths["markdown"].read_text())
     for attack, power in extra.get("power", {}).items():
         print(f"{attack}: {power['sentence']}")
-    if wandb_project:
-        log_to_wandb(study, paths, wandb_project, wandb_name, wandb_offline, output_dir, extra)
+    log_to_wandb(wandb_project, wandb_name, wandb_offline, output_dir, "analysis", extra, *wandb_log(study, paths))
     print(f"results in {output_dir} ({extra['total_seconds']:.0f} s)")
     return {"rows": study.rows, "paths": paths}
 
@@ -160,30 +159,20 @@ def power_row(row: dict, simulations: int, seed: int) -> dict:
                 f"(simulated power {found.power:.2f}, {simulations} simulations)")}
 
 
-def log_to_wandb(study: Study, paths: dict[str, Path], project: str, name: str | None, offline: bool,
-                 output_dir: Path, config: dict) -> None:
-    """One W&B run: the table `results`, each row's scalars under <attack>/<metric>, each attack's per-class
-    table under <attack>/per_class, the defence rates under defence/, the figures under figures/."""
-    import wandb
-
-    run = wandb.init(project=project, name=name, dir=str(output_dir), mode="offline" if offline else "online",
-                     job_type="analysis", config=config)
-    try:
-        rows = study.rows
-        log = {"results": wandb.Table(columns=list(ROW_FIELDS), data=[[row[k] for k in ROW_FIELDS] for row in rows])}
-        log |= {f"{row['attack']}/{k}": row[k] for row in rows for k in ROW_FIELDS if k != "attack"}
-        log |= {f"{attack}/per_class": wandb.Table(columns=list(PER_CLASS),
-                                                   data=[[r[k] for k in PER_CLASS] for r in analysis.per_class])
-                for attack, analysis in study.analyses.items()}
-        if study.defence is not None:
-            d = study.defence
-            log |= {f"defence/{k}": v for k, v in vars(d.rates).items()}
-            log |= {"defence/adaptive_robust_accuracy": d.adaptive_robust_accuracy,
+def wandb_log(study: Study, paths: dict[str, Path]) -> tuple[dict, dict, dict[str, Path]]:
+    """What the maps study logs to W&B: each row's scalars under <attack>/<metric> and the defence rates under
+    defence/; the tables `results` and <attack>/per_class; the figures (under figures/)."""
+    rows = study.rows
+    scalars = {f"{row['attack']}/{k}": row[k] for row in rows for k in ROW_FIELDS if k != "attack"}
+    tables = {"results": (list(ROW_FIELDS), [[row[k] for k in ROW_FIELDS] for row in rows])}
+    tables |= {f"{attack}/per_class": (list(PER_CLASS), [[r[k] for k in PER_CLASS] for r in analysis.per_class])
+               for attack, analysis in study.analyses.items()}
+    if study.defence is not None:
+        d = study.defence
+        scalars |= {f"defence/{k}": v for k, v in vars(d.rates).items()}
+        scalars |= {"defence/adaptive_robust_accuracy": d.adaptive_robust_accuracy,
                     "defence/undefended_robust_accuracy": d.undefended_robust_accuracy}
-        log |= {f"figures/{key}": wandb.Image(str(path)) for key, path in paths.items() if path.suffix == ".png"}
-        run.log(log)
-    finally:
-        run.finish()
+    return scalars, tables, {key: path for key, path in paths.items() if path.suffix == ".png"}
 
 
 STUDIES: dict[str, Callable[..., dict]] = {"maps": analyze, "curvature": curvature, "transfer": transfer_study,

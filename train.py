@@ -53,14 +53,17 @@ class FreqmapsCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit")
 
     def before_instantiate_classes(self) -> None:
-        """The folders outputs go to must be writable before anything is built or trained: one-line errors."""
+        """The folders outputs go to must be writable before anything is built or trained: one-line errors. A
+        logger's save_dir becomes absolute: W&B writes a run's log from its service process, which resolves a
+        relative folder against its own working directory (the one it started in, which need not be ours)."""
         trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
         folders = {"trainer.default_root_dir": trainer.default_root_dir}
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for logger in loggers:
-            save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
-            if save_dir:
-                folders["trainer.logger.init_args.save_dir"] = save_dir
+            init_args = getattr(logger, "init_args", None)
+            if getattr(init_args, "save_dir", None):
+                init_args.save_dir = str(Path(init_args.save_dir).expanduser().resolve())
+                folders["trainer.logger.init_args.save_dir"] = init_args.save_dir
         for option, folder in folders.items():
             if folder:
                 check_writable(folder, option)

@@ -54,13 +54,15 @@ def log_to_wandb(project: str | None, name: str | None, offline: bool, output_di
                  config: dict, scalars: dict, tables: dict[str, tuple[list[str], list[list]]],
                  figures: dict[str, Path]) -> None:
     """One W&B run (offline by default; `wandb sync` uploads it) under output_dir: `scalars` logged as they are,
-    each table as a wandb.Table, each figure as an image under figures/. Nothing when project is None."""
-    if project is None:
+    each table as a wandb.Table, each figure as an image under figures/. Nothing when project is None (or empty).
+    The folder goes to W&B as an absolute path: its service process may have started in another working
+    directory, and would resolve a relative one against that."""
+    if not project:
         return
     import wandb
 
-    run = wandb.init(project=project, name=name, dir=str(output_dir), mode="offline" if offline else "online",
-                     job_type=job_type, config=config)
+    run = wandb.init(project=project, name=name, dir=str(Path(output_dir).resolve()),
+                     mode="offline" if offline else "online", job_type=job_type, config=config)
     try:
         log = dict(scalars)
         log |= {key: wandb.Table(columns=columns, data=rows) for key, (columns, rows) in tables.items()}

@@ -38,7 +38,7 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
             pos += _BLOCK - pos % _BLOCK
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
-        if kind == 0 and length == 0:
+        if (kind == 0 and length == 0) or pos + _HEADER + length > len(data):  # end, or a record being written
             break
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
@@ -69,12 +69,24 @@ class OfflineRun:
         return [row[key] for row in self.history if key in row]
 
 
-def read_offline_run(directory: Path) -> OfflineRun:
-    """Parse `offline-run-*/run-*.wandb` of one run directory."""
+def read_offline_run(directory: Path, timeout: float = 120.0) -> OfflineRun:
+    """Parse `offline-run-*/run-*.wandb` of one finished run directory, once the log exists and holds the exit
+    record. `wandb.finish()` returns before the W&B service has flushed the log: it only informs the service that
+    the run is done, and the service closes (and flushes) the run's writer afterwards, so a log read at once may
+    still be empty on a busy machine."""
     directory = Path(directory)
+    deadline = time.monotonic() + timeout
+    while not list(directory.glob("run-*.wandb")):
+        assert time.monotonic() < deadline, f"{directory} has no run-*.wandb after {timeout} s"
+        time.sleep(0.5)
     (log,) = directory.glob("run-*.wandb")
+    records = read_records(log)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{log} has no exit record after {timeout} s"
+        time.sleep(0.5)
+        records = read_records(log)
     run = OfflineRun(directory)
-    for record in read_records(log):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "history":
             run.history.append(_items(record.history.item))
@@ -90,17 +102,3 @@ def read_offline_run(directory: Path) -> OfflineRun:
 def offline_runs(save_dir: Path) -> list[Path]:
     """All offline run directories under a WandbLogger save_dir, oldest first."""
     return sorted((Path(save_dir) / "wandb").glob("offline-run-*"))
-
-
-def finished_run(directory: Path, timeout: float = 120.0) -> OfflineRun:
-    """The offline run in `directory`, read once its log exists and holds the exit record (W&B's writer may still be
-    flushing when wandb.finish() or the training process returns)."""
-    deadline = time.monotonic() + timeout
-    while not list(Path(directory).glob("run-*.wandb")):
-        assert time.monotonic() < deadline, f"{directory} has no run-*.wandb after {timeout} s"
-        time.sleep(0.5)
-    (log,) = Path(directory).glob("run-*.wandb")
-    while not any(r.WhichOneof("record_type") == "exit" for r in read_records(log)):
-        assert time.monotonic() < deadline, f"{log} has no exit record after {timeout} s"
-        time.sleep(0.5)
-    return read_offline_run(directory)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -38,7 +37,6 @@ def test_curvature_callback_logs_the_probe_profile_to_wandb(tmp_path):
     module = Wrapped(zoo_model("digits_small_cnn"))
     before = {k: v.clone() for k, v in module.state_dict().items()}
     callback = CurvatureCallback(probe_size=6, batch_size=4, k=3, steps=6, h=0.1, deepfool_steps=20)
-    wandb.teardown()  # a fresh W&B service (see tests/test_train.py's default job)
     logger = WandbLogger(project="test", save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=logger, callbacks=[callback], enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)

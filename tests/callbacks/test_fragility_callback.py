@@ -6,7 +6,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks import FragilityCallback
@@ -38,7 +37,6 @@ def classifier() -> StandardClassifier:
 
 def test_heatmap_scalars_and_history_are_the_probe_fragility_and_survive_a_resume(tmp_path):
     data, module = DigitsDataModule(channels=1, batch_size=64), classifier()
-    wandb.teardown()  # a fresh W&B service (see tests/test_train.py's default job)
     logger = WandbLogger(project="test", save_dir=str(tmp_path), offline=True)
     callback, trainer = fit(module, data, 2, logger)
     checkpoint = tmp_path / "epoch2.ckpt"

@@ -15,7 +15,7 @@ import yaml
 
 from freqmaps.analysis import METRICS
 from tests.train_configs import resolve
-from tests.wandb_offline import child_env, finished_run, offline_runs, read_records
+from tests.wandb_offline import child_env, offline_runs, read_offline_run, read_records
 from train import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def test_ddp_fit_logs_once_from_rank_zero_and_matches_a_single_process(tmp_path)
 
     (ddp_dir,) = offline_runs(ddp / "outputs")  # rank zero alone writes a run
     (single_dir,) = offline_runs(single / "outputs")
-    ddp_run, single_run = finished_run(ddp_dir), finished_run(single_dir)
+    ddp_run, single_run = read_offline_run(ddp_dir), read_offline_run(single_dir)
     ddp_values, single_values = analysis_scalars(ddp_run), analysis_scalars(single_run)
     logged = {key.split("/")[2] for row in ddp_run.history for key, value in row.items()
               if key.startswith("val/freqmaps/") and key.count("/") == 2 and not isinstance(value, dict)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks import TransferCallback
@@ -35,7 +34,6 @@ def test_logged_transfer_is_freqmaps_transfer_on_the_probe(tmp_path):
     attacks = {"transfer": PGD(eps=2.0, norm="l2", steps=5), "targeted": TargetedPGD(eps=3.0, norm="l2", steps=5)}
     callbacks = [TransferCallback({"zoo": "digits_small_cnn"}, PROBE, batch_size=BATCH, attack=attack,
                                   targeted=name == "targeted", name=name) for name, attack in attacks.items()]
-    wandb.teardown()  # a fresh W&B service (see tests/test_train.py's default job)
     logger = WandbLogger(project="test", save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
                         logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_checkpointing=False,

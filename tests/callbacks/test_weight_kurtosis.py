@@ -6,7 +6,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks import WeightKurtosisCallback
@@ -27,7 +26,6 @@ def test_kurtosis_and_saturation_reach_wandb(tmp_path):
     module = StandardClassifier("mlp", 10, 1, 8, objective=objective,
                                 model_options={"widths": [16, 8], "activation": "sigmoid"})
     callback = WeightKurtosisCallback(probe_size=24, batch_size=16, bins=16)
-    wandb.teardown()  # a fresh W&B service (see tests/test_train.py's default job)
     logger = WandbLogger(project="test", save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=logger, callbacks=[callback], max_epochs=2,
                         limit_train_batches=3, limit_val_batches=2, enable_progress_bar=False,
