@@ -1,5 +1,6 @@
 """Pictures of the boundary geometry (`freqmaps.geometry`): the sorted principal-curvature profile, the
-vulnerability of curved vs random subspaces against their dimension, and the curvature detector's ROC curves.
+vulnerability of curved vs random subspaces against their dimension, the curvature detector's ROC curves, and the
+radial spectra of the curved directions against the adversarial maps.
 
 Every function returns a matplotlib `Figure` (no pyplot), as in `freqmaps.figures`.
 """
@@ -56,4 +57,17 @@ def roc_figure(clean: torch.Tensor, adversarial: Mapping[str, torch.Tensor], fpr
     ax.axvline(fpr, color="grey", linestyle=":")
     ax.set(xlabel="false-positive rate (clean)", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def spectra_figure(profiles: Mapping[str, torch.Tensor]) -> Figure:
+    """Radial profiles (R,) normalised to sum 1 against frequency radius, one line each (the curved directions'
+    power, random directions', the perturbations', the adversarial maps'; `freqmaps.curved_spectra`)."""
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for name, profile in profiles.items():
+        ax.plot(range(len(profile)), list(map(float, profile)), marker="o", markersize=3, label=name.replace("_", " "))
+    ax.set(xlabel="frequency radius", ylabel="share (normalised profile)", yscale="log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return fig

@@ -149,14 +149,16 @@ class BoundaryHessian:
 
 def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int, k: int,
             project: Callable[[torch.Tensor], torch.Tensor] = lambda v: v,
-            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k Ritz pairs of largest |value| of symmetric operators, one per batch row, by `steps` Lanczos steps
     with full reorthogonalisation (twice per step), all rows at once.
 
     operator: (B, D) -> (B, D), symmetric per row on the subspace `project` maps onto; start: (B, D) nonzero
     start vectors (projected here). A row whose Krylov space closes early continues from a fresh vector
-    orthogonal to it (its tridiagonal matrix then splits). Returns values (B, k), |values| descending, and
-    vectors (B, k, D), orthonormal.
+    orthogonal to it (its tridiagonal matrix then splits). Returns values (B, k), |values| descending, vectors
+    (B, k, D), orthonormal, and residuals (B, k): ‖A v − θ v‖ of each pair, which for a linear operator is
+    β_m |s_m| (the last off-diagonal times the last component of the Ritz vector of the tridiagonal matrix) and
+    costs no product; an eigenvalue of A lies within it of θ.
     """
     batch, dim = start.shape
     generator = torch.Generator(device=start.device).manual_seed(0)
@@ -178,6 +180,7 @@ def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], start: torch.Tenso
         w = orthogonal(w, j + 1)
         norm = w.norm(dim=1)
         if j == steps - 1:
+            break_norm = norm
             break
         closed = norm <= 1e-6 * alpha[:, : j + 1].abs().amax(1).clamp_min(1e-30)
         if closed.any():  # an invariant subspace: restart that row orthogonally, beta = 0 splits T
@@ -191,8 +194,9 @@ def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], start: torch.Tenso
     values, ritz = torch.linalg.eigh(tridiagonal)
     order = values.abs().argsort(1, descending=True)[:, :k]
     values = values.gather(1, order)
-    vectors = torch.einsum("bjd,bjk->bkd", basis, ritz.gather(2, order[:, None, :].expand(-1, steps, -1)))
-    return values, vectors
+    ritz = ritz.gather(2, order[:, None, :].expand(-1, steps, -1))
+    residuals = break_norm[:, None] * ritz[:, -1].abs()
+    return values, torch.einsum("bjd,bjk->bkd", basis, ritz), residuals
 
 
 @dataclass
@@ -201,7 +205,8 @@ class PrincipalCurvatures:
 
     curvatures: (B, k), |κ| descending (nan for images not valid); directions: (B, k, C, H, W) orthonormal per
     image, tangent to the boundary (nan where not valid); gradient_norm: (B,) ‖∇F(z)‖; boundary: the points;
-    method, h: the Hessian-vector product used; steps: Lanczos steps.
+    method, h: the Hessian-vector product used; steps: Lanczos steps; residuals: (B, k) Lanczos' residual norm
+    of each curvature (see `lanczos`; nan where not valid).
     """
 
     curvatures: torch.Tensor
@@ -211,6 +216,12 @@ class PrincipalCurvatures:
     method: str
     h: float
     steps: int
+    residuals: torch.Tensor
+
+    def converged(self, tol: float = 0.01) -> torch.Tensor:
+        """(B, k) bool: the curvatures whose residual is at most tol × the image's largest |κ| (each is then within
+        that of a true curvature of the operator; unconverged Ritz values after few steps depend on rounding)."""
+        return self.residuals <= tol * self.curvatures.abs().amax(1, keepdim=True)
 
     def sorted_profile(self) -> torch.Tensor:
         """(k,) the mean over valid images of the curvatures sorted by value, descending (the paper's profile)."""
@@ -247,17 +258,20 @@ def principal_curvatures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: 
     curvatures = torch.full((len(x), k), math.nan, device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
     directions = torch.full((len(x), k, *x.shape[1:]), math.nan, device=x.device, dtype=x.dtype)
     gradient_norm = torch.full((len(x),), math.nan, device=x.device)
+    residuals = torch.full_like(curvatures, math.nan)
     rows = valid.nonzero().squeeze(1)
     if len(rows):
         with frozen_eval(model):
             operator = BoundaryHessian(model, boundary.z[rows], boundary.y[rows], boundary.adv[rows], method, h)
             start = torch.stack([torch.randn(dim, generator=torch.Generator().manual_seed(seed + int(b)))
                                  for b in rows]).to(device=x.device, dtype=x.dtype)
-            values, vectors = lanczos(lambda v: operator(v).detach(), start, steps, k, operator.project, progress)
+            values, vectors, residual = lanczos(lambda v: operator(v).detach(), start, steps, k, operator.project,
+                                                progress)
         curvatures[rows] = values.to(curvatures.dtype)
+        residuals[rows] = residual.to(residuals.dtype)
         directions[rows] = vectors.view(len(rows), k, *x.shape[1:]).to(x.dtype)
         gradient_norm[rows] = operator.gradient_norm.float()
-    return PrincipalCurvatures(curvatures, directions, gradient_norm, boundary, method, h, steps)
+    return PrincipalCurvatures(curvatures, directions, gradient_norm, boundary, method, h, steps, residuals)
 
 
 def subspace_deepfool_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, basis: torch.Tensor | None = None,
@@ -574,76 +588,3 @@ def evaluate_detector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack
             row |= {"auc": math.nan, "tpr": math.nan, "recovery": math.nan}
         rows.append(row)
     return DetectorResult(fpr, threshold, clean, adversarial, labels, rows)
-
-
-@dataclass
-class CurvatureStudy:
-    """Everything the curvature study measures, in plain tensors, lists and numbers (`state()` is
-    `torch.load(weights_only=True)`-compatible; `from_state` rebuilds it).
-
-    profiles: "h=<h>" -> (k,) mean sorted curvature profile per finite-difference step of the sweep;
-    curvatures: (B, k) the main h's curvatures (nan: not valid); valid: (B,) bool; distance: (B,) to the boundary;
-    vulnerability: `Vulnerability.table()` rows; shared: {"mean": ..., "random": ...}; connectivity: {"pairs",
-    "connected", "straight", "mean_length", "mean_points"}; detector: `DetectorResult.rows` plus "threshold",
-    "fpr"; scores: "clean" / attack name -> (n,) detector scores (for the ROC figure); curved_dims, curved_median,
-    random_median: the vulnerability curve.
-    """
-
-    profiles: dict[str, torch.Tensor]
-    curvatures: torch.Tensor
-    valid: torch.Tensor
-    distance: torch.Tensor
-    vulnerability: list[dict]
-    shared: dict[str, float]
-    connectivity: dict[str, float]
-    detector: dict
-    scores: dict[str, torch.Tensor]
-
-    def state(self) -> dict:
-        return {key: getattr(self, key) for key in self.__dataclass_fields__}
-
-    @classmethod
-    def from_state(cls, state: dict) -> CurvatureStudy:
-        return cls(**state)
-
-
-def curvature_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mapping[str, Attack], k: int = 20,
-                    steps: int | None = None, h: float = 0.05, h_sweep: Sequence[float] = (0.01, 0.05, 0.2),
-                    dims: Sequence[int] = (1, 2, 5, 10, 20), attack_steps: int = 50, pairs: int = 20,
-                    path_points: int = 32, fpr: float = 0.05, directions: int = 20, detector_h: float = 0.1,
-                    seed: int = 0, progress: bool = True) -> CurvatureStudy:
-    """The paper's measurements on x: (B, C, H, W) in [0, 1], labels y: (B,): boundary points (L2 DeepFool),
-    the top-k curvature profile for every h of `h_sweep` (and `h`, the main one), the vulnerability of the top-d
-    curved directions vs random d-subspaces vs the full space, the overlap of the curved subspaces, the
-    connectivity of `pairs` same-class pairs (0: skipped), and the curvature detector against `attacks`."""
-    bar = tqdm(total=5, desc="curvature study", unit="part", disable=not progress)
-    boundary = boundary_points(model, x, y, steps=attack_steps)
-    main = principal_curvatures(model, x, y, k, "finite", h, steps, seed, boundary, progress)
-    profiles = {f"h={h:g}": main.sorted_profile()}
-    for step in h_sweep:
-        if step != h:
-            profiles[f"h={step:g}"] = principal_curvatures(model, x, y, k, "finite", step, steps, seed, boundary,
-                                                           progress).sorted_profile()
-    bar.update()
-    vulnerable = vulnerability(model, main, dims, attack_steps, seed, progress)
-    bar.update()
-    shared = shared_directions(main)
-    bar.update()
-    connectivity = {"pairs": 0, "connected": math.nan, "straight": math.nan, "mean_length": math.nan,
-                    "mean_points": math.nan}
-    if pairs:
-        found = connect(model, x, y, same_class_pairs(y, boundary.correct, pairs, seed), max_points=path_points,
-                        progress=progress)
-        connectivity = {"pairs": len(found.pairs), "connected": found.connected.float().mean().item(),
-                        "straight": found.straight.float().mean().item(),
-                        "mean_length": found.length[found.connected].mean().item() if found.connected.any()
-                        else math.nan, "mean_points": found.points.float().mean().item()}
-    bar.update()
-    detector = evaluate_detector(model, x, y, attacks, fpr, directions, detector_h, seed, progress)
-    bar.update()
-    bar.close()
-    scores = {"clean": detector.clean.score.cpu()} | {name: s.score.cpu() for name, s in detector.adversarial.items()}
-    return CurvatureStudy(
-        {key: value.cpu() for key, value in profiles.items()}, main.curvatures.cpu(), boundary.valid.cpu(),
-        boundary.distance.cpu(), vulnerable.table(), {"mean": shared.mean, "random": shared.random}, connectivity,
-        {"rows": detector.rows, "threshold": detector.threshold, "fpr": detector.fpr}, scores)

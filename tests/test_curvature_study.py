@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from freqmaps.geometry import CurvatureStudy
+from freqmaps.curvature_study import CurvatureStudy
 from tests.wandb_offline import child_env, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,12 +18,12 @@ CONFIG = "configs/analysis/digits_curvature.yaml"
 
 def test_curvature_study_on_digits_writes_results_figures_and_a_wandb_run(tmp_path):
     out = tmp_path / "curvature"
-    # in a child process: an in-process W&B run here left the service without a run file for a later in-process
-    # WandbLogger run (tests/test_train.py's default job)
+    # in a child process, as a user runs it
     subprocess.run([sys.executable, "analyze.py", "curvature", "--config", CONFIG, "--output_dir", str(out),
                     "--images", "12", "--k", "4", "--lanczos_steps", "8", "--h_sweep", "[0.5]", "--dims", "[1, 4]",
                     "--attack_steps", "20", "--pairs", "2", "--path_points", "8", "--directions", "3",
-                    "--progress", "false"], cwd=REPO, env=child_env(), check=True, capture_output=True, timeout=600)
+                    "--spectrum_dims", "2", "--progress", "false"],
+                   cwd=REPO, env=child_env(), check=True, capture_output=True, timeout=600)
     results = json.loads((out / "results.json").read_text())
     study = CurvatureStudy.from_state(torch.load(out / "study.pt", weights_only=True))
     assert set(results["profiles"]) == {"h=0.1", "h=0.5"} and len(results["profiles"]["h=0.1"]) == 4
@@ -33,11 +33,19 @@ def test_curvature_study_on_digits_writes_results_figures_and_a_wandb_run(tmp_pa
     assert [row["dim"] for row in results["vulnerability"]] == [1, 4]
     assert [row["attack"] for row in results["detector"]["rows"]] == ["deepfool", "fmn", "pgd"]
     assert 0 <= results["detector"]["rows"][0]["auc"] <= 1 and results["connectivity"]["pairs"] == 2
-    assert all((out / "figures" / f"{name}.png").stat().st_size > 1000 for name in ("profile", "vulnerability", "roc"))
+    figures = ("profile", "vulnerability", "roc", "spectra")
+    assert all((out / "figures" / f"{name}.png").stat().st_size > 1000 for name in figures)
+    spectra = results["spectra"]
+    assert spectra["summary"]["dims"] == 2 and spectra["summary"]["images"] > 0
+    for name in ("curved", "random", "perturbation", "adversarial_map"):  # normalised radial profiles (R = 24 at 32 px)
+        assert len(spectra[name]) == 24 and abs(sum(spectra[name]) - 1) < 1e-5
+    assert 0 < spectra["summary"]["cosine_median"] < 1 and results["converged"] == study.converged
     assert "| deepfool |" in (out / "results.md").read_text()
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     run = read_offline_run(run_dir)
     assert run.summary["detector/deepfool/auc"] == results["detector"]["rows"][0]["auc"]
     assert run.summary["connectivity/connected"] == results["connectivity"]["connected"]
-    for name in ("profile", "vulnerability", "roc"):
+    assert run.summary["spectra/cosine_median"] == spectra["summary"]["cosine_median"]
+    assert run.summary["lanczos/converged"] == results["converged"]
+    for name in figures:
         assert any(f.startswith(f"media/images/figures/{name}") for f in run.files)

@@ -90,13 +90,30 @@ def test_lanczos_matches_a_dense_eigendecomposition():
     spectrum = torch.randn(batch, dim, generator=generator, dtype=torch.float64) * 0.3
     spectrum[:, :k] = torch.tensor([5.0, -4.0, 3.0, -2.5], dtype=torch.float64)  # separated extremes
     matrices = q @ torch.diag_embed(spectrum) @ q.transpose(1, 2)
-    values, vectors = lanczos(lambda v: torch.einsum("bij,bj->bi", matrices, v),
-                              torch.randn(batch, dim, generator=generator, dtype=torch.float64), 30, k)
+    values, vectors, _ = lanczos(lambda v: torch.einsum("bij,bj->bi", matrices, v),
+                                 torch.randn(batch, dim, generator=generator, dtype=torch.float64), 30, k)
     dense, dense_vectors = torch.linalg.eigh(matrices)
     order = dense.abs().argsort(1, descending=True)[:, :k]
     torch.testing.assert_close(values, dense.gather(1, order), atol=1e-8, rtol=0)
     alignment = torch.einsum("bkd,bdk->bk", vectors, dense_vectors.gather(2, order[:, None].expand(-1, dim, -1)))
     torch.testing.assert_close(alignment.abs(), torch.ones(batch, k, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_lanczos_residuals_are_the_ritz_pairs_residual_norms():
+    """After too few steps to converge, the free residual estimate equals ‖A v − θ v‖ computed by hand, and every
+    Ritz value lies within its residual of an eigenvalue."""
+    generator = torch.Generator().manual_seed(1)
+    batch, dim, k = 2, 80, 6
+    q = torch.linalg.qr(torch.randn(batch, dim, dim, generator=generator, dtype=torch.float64)).Q
+    matrices = q @ torch.diag_embed(torch.randn(batch, dim, generator=generator, dtype=torch.float64)) @ q.mT
+    operator = lambda v: torch.einsum("bij,bj->bi", matrices, v)  # noqa: E731
+    values, vectors, residuals = lanczos(operator, torch.randn(batch, dim, generator=generator, dtype=torch.float64),
+                                         12, k)
+    by_hand = (torch.einsum("bij,bkj->bki", matrices, vectors) - values[..., None] * vectors).norm(dim=2)
+    torch.testing.assert_close(residuals, by_hand, atol=1e-10, rtol=1e-8)
+    assert float(residuals.max()) > 0.1  # 12 steps: not all converged, so the check is not vacuous
+    gap = (values[..., None] - torch.linalg.eigvalsh(matrices)[:, None, :]).abs().amin(2)
+    assert bool((gap <= residuals + 1e-12).all())
 
 
 @pytest.fixture(scope="module")
