@@ -10,8 +10,14 @@ classifies them. Success, per target, is counted over the images that target cla
 
 The source's own (white-box) success is counted the same way, over the images it classifies correctly. With the
 spectrum of each source's perturbations (`perturbation_spectrum`): do robust sources perturb lower frequencies? And,
-on the first `map_images` images, the cosine between each source's adversarial frequency maps and each target's
-essential maps (`freqmaps.maps`, `map_cosines`): does transfer follow the alignment of maps?
+on `map_images` of the images (a seeded draw, `map_index`), the cosine between each source's adversarial frequency
+maps and each target's essential maps (`freqmaps.maps`, `kept_map_cosines`): does transfer follow the alignment of
+maps?
+
+The map images are a seeded draw of the n, not the first m: a probe drawn with `freqmaps.sampling.seeded_indices`
+from an image folder comes out sorted by class, and its first images, all of one class, all have one target class
+when targeted. An image has a cosine only where both maps are kept and the attack succeeded on the source;
+`map_pairs` counts them per (source, target), so a cell without any reads as n = 0, not as a bare nan.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from freqmaps.errors import UserInputError
 from freqmaps.fourier import fftshift2, radial_profile
 from freqmaps.inputs import check_images, check_labels, frozen_eval
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
+from freqmaps.sampling import seeded_indices
 
 
 def goal_labels(y: torch.Tensor, num_classes: int, targeted: bool, target_shift: int = 1) -> torch.Tensor:
@@ -84,8 +91,10 @@ class TransferResult:
     target classifies correctly (success's denominators); source_counts: (S,); outcomes: (S, T, n) bool per-image
     success (False where the target misclassifies the clean image); correct: (T, n) bool; source_correct: (S, n);
     spectrum: (S, R) float32 the radial power spectrum of each source's perturbations (`perturbation_spectrum`);
-    map_cosine: (S, T, m) float32 on the first m = map_images images, the cosine between source i's adversarial map
-    and target j's essential map of each image (`map_cosines`; nan where either map is missing; m = 0: not solved).
+    map_index: (m,) int64 the positions in x of the m = map_images images whose maps were solved (a seeded draw,
+    ascending); map_cosine: (S, T, m) float32 on those images, the cosine between source i's adversarial map and
+    target j's essential map of each image (`kept_map_cosines`; nan where either map is missing; m = 0: not
+    solved).
     """
 
     sources: list[str]
@@ -100,11 +109,17 @@ class TransferResult:
     correct: torch.Tensor
     source_correct: torch.Tensor
     spectrum: torch.Tensor
+    map_index: torch.Tensor
     map_cosine: torch.Tensor
 
     @property
+    def map_pairs(self) -> torch.Tensor:
+        """(S, T) int64: the images with a map cosine (both maps kept, the attack successful on the source)."""
+        return (~self.map_cosine.isnan()).sum(2)
+
+    @property
     def mean_map_cosine(self) -> torch.Tensor:
-        """(S, T) float32: map_cosine averaged over the images with both maps (nan where there is none)."""
+        """(S, T) float32: map_cosine averaged over the images with both maps (nan where `map_pairs` is 0)."""
         return self.map_cosine.nanmean(2) if self.map_cosine.shape[2] else torch.full(self.success.shape, torch.nan)
 
     def save(self, path: str | Path) -> None:
@@ -113,6 +128,8 @@ class TransferResult:
     @classmethod
     def load(cls, path: str | Path) -> TransferResult:
         state = torch.load(path, weights_only=True)
+        if "map_index" not in state:  # saved before the map images were drawn: they were the first m
+            state["map_index"] = torch.arange(state["map_cosine"].shape[2])
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
@@ -124,7 +141,8 @@ def perturbation_spectrum(delta: torch.Tensor) -> torch.Tensor:
     return profile / profile.sum().clamp_min(1e-30)
 
 
-def map_cosines(adversarial: FrequencyMaps, essential: FrequencyMaps, succeeded: torch.Tensor) -> torch.Tensor:
+def kept_map_cosines(adversarial: FrequencyMaps, essential: FrequencyMaps,
+                     succeeded: torch.Tensor) -> torch.Tensor:
     """(m,) float32 cosine between the adversarial and the essential map of each of m images (both FrequencyMaps
     of the same m images, maps (m, C, H, W)); nan where either map is not kept, where the attack did not succeed
     on the image (succeeded: (m,) bool), or where a map is all zeros."""
@@ -150,9 +168,10 @@ def transfer_matrix(
         targeted: the success rule; target_shift: the target class t = (y + target_shift) mod C.
         batch_size: images per attack call and per prediction; seed: the attack's random starts (chunk k: seed + k).
         progress: a tqdm bar over the sources (and the map solver's bars).
-        map_images: on the first map_images images, solve each target's essential maps (true labels) and each
-            source's adversarial maps (its x_adv, kept where the attack succeeded on it) and store their cosines
-            (`map_cosine`); 0 skips the solver. map_settings: the solver's (default: the fast rule).
+        map_images: on map_images of the images, drawn with `seed` (`map_index`), solve each target's essential
+            maps (true labels) and each source's adversarial maps (its x_adv, kept where the attack succeeded on it)
+            and store their cosines (`map_cosine`, `map_pairs`); 0 skips the solver. map_settings: the solver's
+            (default: the fast rule).
     """
     check_images(x)
     check_labels(y, len(x))
@@ -164,6 +183,7 @@ def transfer_matrix(
     if map_images < 0:
         raise UserInputError(f"map_images must be >= 0, got {map_images}")
     m = min(map_images, len(x))
+    map_index = (seeded_indices(len(x), m, seed) if m else torch.zeros(0, dtype=torch.long)).to(x.device)
     settings = map_settings or MapSettings(solver="fast")
 
     def device_of(model: nn.Module) -> torch.device:
@@ -174,7 +194,8 @@ def transfer_matrix(
             return predict(model, images.to(device_of(model)), batch_size).to(y.device)
 
     correct = torch.stack([predictions(model, x) == y for model in targets.values()])
-    essential = [essential_maps(model, x[:m].to(device_of(model)), y[:m].to(device_of(model)), settings,
+    x_map, y_map = x[map_index], y[map_index]
+    essential = [essential_maps(model, x_map.to(device_of(model)), y_map.to(device_of(model)), settings,
                                 progress=progress) for model in targets.values()] if m else []
     success, outcomes, white_box, source_correct, spectra, cosines = [], [], [], [], [], []
     for name, source in tqdm(sources.items(), desc="transfer: sources", disable=not progress):
@@ -190,9 +211,11 @@ def transfer_matrix(
         outcomes.append(hits)
         success.append(hits.sum(1) / correct.sum(1).clamp_min(1))
         if m:
-            adversarial = adversarial_maps(source, x_adv[:m].to(device), predictions(source, x_adv[:m]).to(device),
-                                           y[:m].to(device), settings, progress=progress)
-            cosines.append(torch.stack([map_cosines(adversarial, maps, own_success[:m]) for maps in essential]))
+            x_adv_map = x_adv[map_index]
+            adversarial = adversarial_maps(source, x_adv_map.to(device), predictions(source, x_adv_map).to(device),
+                                           y_map.to(device), settings, progress=progress)
+            cosines.append(torch.stack([kept_map_cosines(adversarial, maps, own_success[map_index])
+                                        for maps in essential]))
         else:
             cosines.append(torch.zeros(len(targets), 0))
     return TransferResult(
@@ -200,4 +223,4 @@ def transfer_matrix(
         success=torch.stack(success).float().cpu(), white_box=torch.stack(white_box).float().cpu(),
         counts=correct.sum(1).cpu(), source_counts=torch.stack(source_correct).sum(1).cpu(),
         outcomes=torch.stack(outcomes).cpu(), correct=correct.cpu(), source_correct=torch.stack(source_correct).cpu(),
-        spectrum=torch.stack(spectra).cpu(), map_cosine=torch.stack(cosines).cpu())
+        spectrum=torch.stack(spectra).cpu(), map_index=map_index.cpu(), map_cosine=torch.stack(cosines).cpu())

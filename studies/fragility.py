@@ -33,6 +33,7 @@ from freqmaps.fragility import (
 from freqmaps.inputs import frozen_eval
 from freqmaps.maps import MapSettings, adversarial_maps
 from freqmaps.report import prepare_output_dir
+from freqmaps.sampling import seeded_indices
 from studies.common import Device, load_probe, log_to_wandb, pick_device, save_figure, write_json
 
 
@@ -69,7 +70,7 @@ def fragility_study(
         batch_size: images per pass; filters_per_pass: dropout masks per pass (None: all at once).
         strength: the defence's scales 1 ± strength (`rescaling_scales`); defence_eps: its attacks' eps;
             pgd_steps: its PGD's steps.
-        map_images: the adversarial maps (FGSM at the largest eps) of the first map_images images, whose radial
+        map_images: the adversarial maps (FGSM at the largest eps) of a seeded draw of map_images images, whose radial
             profile each filter's response is correlated with (0: none); map_settings: the solver's (default: fast).
         seed: image draw, PGD's random starts. device: where the model runs.
         wandb_project: W&B project (None: no run); wandb_offline: write offline. progress: progress bars.
@@ -81,7 +82,8 @@ def fragility_study(
     result = fragility(model, x, y, eps, layer, batch_size, filters_per_pass, progress)
     result.save(output_dir / "fragility.pt")
     spectra = filter_spectra(conv_layer(model, result.layer)[1], x.shape[-1])
-    profile = adversarial_profile(model, x[:map_images], y[:map_images], max(eps), batch_size, seed,
+    rows = seeded_indices(len(x), min(map_images, len(x)), seed).to(x.device)  # the probe is sorted by class
+    profile = adversarial_profile(model, x[rows], y[rows], max(eps), batch_size, seed,
                                   map_settings or MapSettings(solver="fast"), progress)
     defence = evaluate_rescaling(model, x, y, rescaling_scales(result.fragility, strength), defence_eps,
                                  result.layer, pgd_steps, batch_size, seed)

@@ -1,8 +1,9 @@
 """`python analyze.py transfer --config configs/analysis/cifar10_transfer.yaml`: transfer of adversarial examples from
 sources (e.g. L2 adversarially trained at growing eps) to targets (other seeds, architectures, a low-pass model),
 untargeted and targeted (Springer, Mitchell & Kenyon 2021, `freqmaps.transfer`), with each source's white-box
-success, the radial power spectrum of its perturbations and, on `map_images` images, the cosine between each source's
-adversarial frequency maps and each target's essential maps (does transfer follow the alignment of maps?). Writes
+success, the radial power spectrum of its perturbations and, on a seeded draw of `map_images` of the images, the cosine
+between each source's adversarial frequency maps and each target's essential maps, with the number of images that have
+one (does transfer follow the alignment of maps?). Writes
 transfer_{untargeted,targeted}.pt, results.json, results.md, figures/*.png and an offline W&B run; `write_results(DIR)`
 redraws them from the .pt files.
 """
@@ -63,8 +64,8 @@ def transfer_study(
             in the given order).
         output_dir, overwrite: the results folder (a finished one is refused unless overwrite).
         batch_size: images per attack call. seed: image draw and the attacks' random starts.
-        map_images: images whose maps are solved for the map cosines (0: none); map_settings: the solver's
-            (default: the fast rule).
+        map_images: images whose maps are solved for the map cosines, a seeded draw of the `images` (0: none);
+            map_settings: the solver's (default: the fast rule).
         device: where the models run. wandb_project: W&B project (None: no run); wandb_offline: write offline.
         progress: progress bars.
     """
@@ -100,7 +101,8 @@ def transfer_study(
         scalars |= {f"{kind}/{s}/{t}": float(result.success[i, j]) for i, s in enumerate(result.sources)
                     for j, t in enumerate(result.targets)}
         scalars |= {f"{kind}/{s}/white_box": float(result.white_box[i]) for i, s in enumerate(result.sources)}
-        scalars |= {f"{kind}/map_cosine/{s}/{t}": float(result.mean_map_cosine[i, j])
+        scalars |= {f"{kind}/map_{name}/{s}/{t}": float(values[i, j])
+                    for name, values in (("cosine", result.mean_map_cosine), ("pairs", result.map_pairs))
                     for i, s in enumerate(result.sources) for j, t in enumerate(result.targets)}
         tables[kind] = (["source", "white_box", *result.targets],
                         [[s, float(result.white_box[i]), *result.success[i].tolist()]
@@ -134,7 +136,8 @@ def write_results(output_dir: Path, config: dict | None = None) -> dict[str, Pat
     payload = {"config": config} | {kind: {
         "sources": r.sources, "targets": r.targets, "success": r.success.tolist(), "white_box": r.white_box.tolist(),
         "counts": r.counts.tolist(), "source_counts": r.source_counts.tolist(), "spectrum": r.spectrum.tolist(),
-        "map_cosine": r.mean_map_cosine.tolist(), "spearman_cosine_success": cosine_spearman(r)}
+        "map_cosine": r.mean_map_cosine.tolist(), "map_pairs": r.map_pairs.tolist(), "map_index": r.map_index.tolist(),
+        "spearman_cosine_success": cosine_spearman(r)}
         for kind, r in results.items()}
     paths = {"json": write_json(output_dir / "results.json", payload)}
     lines = [f"# Transfer of adversarial examples ({config.get('images')} {config.get('split')} images)", ""]
@@ -146,11 +149,13 @@ def write_results(output_dir: Path, config: dict | None = None) -> dict[str, Pat
         lines += [f"| {s} ({int(r.source_counts[i])}) | {float(r.white_box[i]):.3f} | "
                   + " | ".join(f"{v:.3f}" for v in r.success[i].tolist()) + " |" for i, s in enumerate(r.sources)]
         if r.map_cosine.shape[2]:
-            lines += ["", f"Cosine between the source's adversarial maps and the target's essential maps (first "
-                      f"{r.map_cosine.shape[2]} images, where both are kept); Spearman(cosine, success) over the "
-                      f"cells: {cosine_spearman(r):.3f}.", "", "| source | " + " | ".join(r.targets) + " |",
-                      "|---|" + "---|" * len(r.targets)]
-            lines += [f"| {s} | " + " | ".join(f"{v:.3f}" for v in r.mean_map_cosine[i].tolist()) + " |"
+            lines += ["", "Cosine between the source's adversarial maps and the target's essential maps "
+                      f"({r.map_cosine.shape[2]} seeded images; in brackets the images with a cosine: both maps kept "
+                      "and the attack successful on the source; n/a where there is none); Spearman(cosine, success) "
+                      f"over the cells with one: {cosine_spearman(r):.3f}.", "",
+                      "| source | " + " | ".join(r.targets) + " |", "|---|" + "---|" * len(r.targets)]
+            lines += [f"| {s} | " + " | ".join(f"{c:.3f} ({n})" if n else "n/a (0)" for c, n in
+                                               zip(r.mean_map_cosine[i].tolist(), r.map_pairs[i].tolist())) + " |"
                       for i, s in enumerate(r.sources)]
         lines.append("")
     text = "\n".join(lines)

@@ -43,6 +43,11 @@ def test_transfer_study_writes_its_table_figures_and_wandb_run(tmp_path):
         assert wandb_run.summary[f"{kind}/cnn/same"] == result.success[0, 0].item()
         assert result.map_cosine.shape == (1, 1, 4)  # the source's adversarial and the target's essential maps
         assert payload[kind]["map_cosine"][0] == pytest.approx(result.mean_map_cosine[0].tolist(), nan_ok=True)
+        pairs = int(result.map_pairs[0, 0])  # the images with a cosine, reported beside it
+        assert payload[kind]["map_pairs"] == [[pairs]] and wandb_run.summary[f"{kind}/map_pairs/cnn/same"] == pairs
+        assert payload[kind]["map_index"] == result.map_index.tolist() and len(set(result.map_index.tolist())) == 4
+        cell = f"{result.mean_map_cosine[0, 0]:.3f} ({pairs})" if pairs else "n/a (0)"
+        assert f"| cnn | {cell} |" in (out / "results.md").read_text()
     assert "| cnn (" in (out / "results.md").read_text()
     assert (out / "figures" / "success_vs_eps.png").stat().st_size > 0 and (out / "figures" / "spectra.png").is_file()
 

@@ -1,7 +1,10 @@
 """Transfer of adversarial examples between digits models: white-box success above transfer success, the targeted
 rule checked against the targets' own predictions, the perturbations' spectrum on known perturbations, mismatched
-models refused in one line, and a result that survives save / load."""
+models refused in one line, a result that survives save / load, and the map cosines, solved on a seeded draw of the
+images (issue 16: on CIFAR-10's class-sorted probe the first images' targeted cosines were all nan)."""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -10,7 +13,9 @@ from torch import nn
 from freqmaps.attacks import PGD, TargetedPGD, attack_in_chunks
 from freqmaps.errors import UserInputError
 from freqmaps.maps import MapSettings, adversarial_maps, essential_maps
+from freqmaps.sampling import seeded_indices, take
 from freqmaps.transfer import TransferResult, perturbation_spectrum, transfer_matrix
+from freqmaps.zoo import entry, load_model, load_test_split
 from tests.small_digits import digits32, linear_classifier, zoo_cnn
 
 N = 64
@@ -92,24 +97,55 @@ def test_result_survives_save_and_load(setting, tmp_path):
     result.save(tmp_path / "transfer.pt")
     loaded = TransferResult.load(tmp_path / "transfer.pt")
     assert loaded.sources == ["cnn", "linear"] and loaded.targeted is False
-    for name in ("success", "white_box", "counts", "outcomes", "correct", "spectrum", "map_cosine"):
+    for name in ("success", "white_box", "counts", "outcomes", "correct", "spectrum", "map_index", "map_cosine"):
         assert torch.equal(getattr(loaded, name), getattr(result, name))
     assert result.map_cosine.shape == (2, 2, 0) and result.mean_map_cosine.isnan().all()  # map_images=0: no solve
+    assert result.map_index.shape == (0,) and not result.map_pairs.any()
 
 
-def test_map_cosine_is_that_of_the_source_adversarial_and_target_essential_maps(setting):
+def test_map_cosines_are_those_of_the_maps_of_a_seeded_draw_of_the_images(setting, tmp_path):
     models, x, y = setting
-    attack, settings, m = PGD(eps=0.1, steps=5, step_size=0.025), MapSettings(solver="fast", fast_max_steps=120), 6
-    result = transfer_matrix({"cnn": models["cnn"]}, models, x, y, attack, progress=False, map_images=m,
-                             map_settings=settings)
-    assert result.map_cosine.shape == (1, 2, m)
-    x_adv = attack_in_chunks(attack, models["cnn"], x[:m], y[:m], 256, 0)
-    adversarial = adversarial_maps(models["cnn"], x_adv, predictions(models["cnn"], x_adv), y[:m], settings,
+    order = y.argsort(stable=True)  # sorted by class, as a seeded probe of an image folder comes out
+    x, y = x[order], y[order]
+    attack, m = TargetedPGD(eps=0.2, steps=5, step_size=0.05), 6
+    settings = MapSettings(solver="fast", fast_min_steps=20, fast_max_steps=40)
+    result = transfer_matrix({"cnn": models["cnn"]}, models, x, y, attack, targeted=True, progress=False,
+                             map_images=m, map_settings=settings)
+    rows = seeded_indices(N, m, 0)
+    assert torch.equal(result.map_index, rows) and result.map_cosine.shape == (1, 2, m)
+    assert len(y[:m].unique()) == 1 and len(y[rows].unique()) > 2  # the first m: one class, one target class
+    x_adv = attack_in_chunks(attack, models["cnn"], x, (y + 1) % 10, 256, 0)[rows]
+    adversarial = adversarial_maps(models["cnn"], x_adv, predictions(models["cnn"], x_adv), y[rows], settings,
                                    progress=False)
     for j, model in enumerate(models.values()):
-        essential = essential_maps(model, x[:m], y[:m], settings, progress=False)
-        valid = adversarial.kept & essential.kept & result.outcomes[0, 0, :m]  # white box: the source is a target
-        assert torch.equal(~result.map_cosine[0, j].isnan(), valid)
+        essential = essential_maps(model, x[rows], y[rows], settings, progress=False)
+        valid = adversarial.kept & essential.kept & result.outcomes[0, 0, rows]  # white box: the source is a target
+        assert torch.equal(~result.map_cosine[0, j].isnan(), valid) and result.map_pairs[0, j] == valid.sum()
         expected = torch.nn.functional.cosine_similarity(adversarial.maps.flatten(1), essential.maps.flatten(1))
         torch.testing.assert_close(result.map_cosine[0, j][valid], expected[valid], atol=1e-5, rtol=0)
     assert valid.any() and torch.isclose(result.mean_map_cosine[0, 1], result.map_cosine[0, 1].nanmean())
+    state = {key: value for key, value in vars(result).items() if key != "map_index"}
+    torch.save(state, tmp_path / "before_map_index.pt")  # saved before the draw: maps of the first m images
+    assert torch.equal(TransferResult.load(tmp_path / "before_map_index.pt").map_index, torch.arange(m))
+
+
+@pytest.fixture(scope="module")
+def cifar10_probe() -> tuple[torch.Tensor, torch.Tensor]:
+    """The transfer study's probe of 64 CIFAR-10 test images (`studies.common.load_probe`'s seeded draw, ascending:
+    sorted by class, its first 8 images airplanes), from $FREQMAPS_CIFAR10."""
+    if not os.environ.get("FREQMAPS_CIFAR10"):
+        pytest.skip("needs CIFAR-10: set FREQMAPS_CIFAR10 to an image folder (test/<class>/*.jpg) or a .tar.gz of one")
+    test_set = load_test_split(entry("cifar10_resnet20"))
+    return take(test_set, seeded_indices(len(test_set), 64, 0))
+
+
+def test_targeted_map_cosines_on_a_class_sorted_cifar10_probe_have_images(cifar10_probe):
+    """Issue 16 at small scale: maps solved on the probe's first images (all airplanes, all targeted at automobile,
+    no airplane's automobile map kept) gave no cosine, a nan for every targeted cell."""
+    x, y = cifar10_probe
+    assert (y[:8] == 0).all()
+    attack = TargetedPGD(eps=1.0, norm="l2", steps=5, step_size=0.25)
+    result = transfer_matrix({"eps0": load_model("cifar10_resnet20")}, {"seed1": load_model("cifar10_resnet20_seed1")},
+                             x, y, attack, targeted=True, progress=False, map_images=8)
+    assert result.mean_map_cosine[0, 0].isfinite()
+    assert result.map_pairs[0, 0] > 0 and len(y[result.map_index].unique()) >= 4
