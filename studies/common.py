@@ -3,6 +3,7 @@ open the W&B run."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -38,9 +39,20 @@ def load_probe(checkpoint: str, data: ImageDataModule, images: int, split: Liter
     return model, x.to(device), y.to(device), index
 
 
+def strict_json(value):
+    """value with every non-finite float (nan: not measured; inf) as None, so the JSON has no NaN tokens."""
+    if isinstance(value, dict):
+        return {key: strict_json(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, payload: dict) -> Path:
-    """results.json, atomically (a crash never leaves half a file)."""
-    text = json.dumps(payload, indent=2, default=float)
+    """results.json, atomically (a crash never leaves half a file), strict JSON: nan and inf become null."""
+    text = json.dumps(strict_json(json.loads(json.dumps(payload, default=float))), indent=2, allow_nan=False)
     return write_atomically(path, lambda partial: partial.write_text(text))
 
 

@@ -3,6 +3,7 @@ results.json / results.md / figures, a result file that loads back, and an offli
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -42,7 +43,8 @@ def test_transfer_study_writes_its_table_figures_and_wandb_run(tmp_path):
         assert payload[kind]["success"] == result.success.tolist()
         assert wandb_run.summary[f"{kind}/cnn/same"] == result.success[0, 0].item()
         assert result.map_cosine.shape == (1, 1, 4)  # the source's adversarial and the target's essential maps
-        assert payload[kind]["map_cosine"][0] == pytest.approx(result.mean_map_cosine[0].tolist(), nan_ok=True)
+        expected = [None if math.isnan(v) else pytest.approx(v) for v in result.mean_map_cosine[0].tolist()]
+        assert payload[kind]["map_cosine"][0] == expected  # strict JSON: null where no image has a cosine
         pairs = int(result.map_pairs[0, 0])  # the images with a cosine, reported beside it
         assert payload[kind]["map_pairs"] == [[pairs]] and wandb_run.summary[f"{kind}/map_pairs/cnn/same"] == pairs
         assert payload[kind]["map_index"] == result.map_index.tolist() and len(set(result.map_index.tolist())) == 4
