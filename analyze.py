@@ -35,6 +35,7 @@ from freqmaps.study import ROW_FIELDS, Study, run_study
 from studies.common import load_probe, log_to_wandb, pick_device
 from studies.curvature import curvature
 from studies.fragility import fragility_study
+from studies.kurtotic_linear import kurtotic_linear_study
 from studies.robustness import robustness
 from studies.transfer import transfer_study
 
@@ -176,7 +177,8 @@ def wandb_log(study: Study, paths: dict[str, Path]) -> tuple[dict, dict, dict[st
 
 
 STUDIES: dict[str, Callable[..., dict]] = {"maps": analyze, "curvature": curvature, "transfer": transfer_study,
-                                            "fragility": fragility_study, "robustness": robustness}
+                                            "fragility": fragility_study, "robustness": robustness,
+                                            "kurtotic_linear": kurtotic_linear_study}
 
 
 def parse(argv: list[str]) -> tuple[Callable[..., dict], dict]:
