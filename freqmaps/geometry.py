@@ -135,7 +135,8 @@ class BoundaryHessian:
             return hv.flatten(1)
         scale = v.norm(dim=1, keepdim=True).clamp_min(1e-30)
         step = (self.h * v / scale).view(self.shape)
-        points = torch.cat([self.z.detach() + step, self.z.detach() - step]).requires_grad_()
+        points = torch.cat([self.z.detach() + step, self.z.detach() - step])
+        points = points.contiguous(memory_format=torch.channels_last).requires_grad_()  # ~10% faster convolutions
         twice = lambda t: torch.cat([t, t])  # noqa: E731
         (grad,) = torch.autograd.grad(logit_difference(self.model, points, twice(self.y), twice(self.adv)).sum(),
                                       points)
