@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from freqmaps.correlation import pair_cosines
-from freqmaps.fourier import fftshift2, radial_profile
+from freqmaps.fourier import normalised_profile, power_spectrum
 from freqmaps.geometry import PrincipalCurvatures, random_subspaces
 from freqmaps.inputs import frozen_eval
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps
@@ -49,11 +49,7 @@ class CurvedSpectra:
 
 def direction_power(directions: torch.Tensor) -> torch.Tensor:
     """(B, d, C, H, W) directions -> (B, C, H, W) float32 fftshift-ed power summed over the d directions."""
-    return fftshift2(torch.fft.fft2(directions.float()).abs() ** 2).sum(1)
-
-
-def _normalised(profile: torch.Tensor) -> torch.Tensor:
-    return profile / profile.sum().clamp_min(1e-30)
+    return power_spectrum(directions).sum(1)
 
 
 def crossing_points(curvatures: PrincipalCurvatures, overshoot: float = 0.02) -> torch.Tensor:
@@ -96,10 +92,10 @@ def curved_spectra(curvatures: PrincipalCurvatures, maps: FrequencyMaps, dims: i
     curved_power, random_power = direction_power(directions)[use], direction_power(random)[use]
     adversarial = maps.maps.cpu()[use].float()
     delta = (crossing_points(curvatures, overshoot) - b.x).cpu()[use]
-    perturbation_power = fftshift2(torch.fft.fft2(delta.float()).abs() ** 2)
+    perturbation_power = power_spectrum(delta)
     m = int(use.sum())
     empty = torch.empty(0, dtype=torch.float64)
     return CurvedSpectra(
-        dims, *(_normalised(radial_profile(t)) for t in (curved_power, random_power, perturbation_power, adversarial)),
+        dims, *(normalised_profile(t) for t in (curved_power, random_power, perturbation_power, adversarial)),
         pair_cosines(curved_power.flatten(1), adversarial.flatten(1)) if m else empty,
         pair_cosines(random_power.flatten(1), adversarial.flatten(1)) if m else empty, m)

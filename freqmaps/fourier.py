@@ -85,6 +85,11 @@ def log_spectrum(x: torch.Tensor) -> torch.Tensor:
     return torch.log1p(fftshift2(torch.fft.fft2(x).abs()))
 
 
+def power_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """|F(x)|², fftshift-ed, float32. x: (..., H, W) real -> (..., H, W)."""
+    return fftshift2(torch.fft.fft2(x.float()).abs() ** 2)
+
+
 def radial_profile(maps: torch.Tensor) -> torch.Tensor:
     """Mean map value against integer frequency radius, over all leading axes (images, channels).
 
@@ -95,3 +100,9 @@ def radial_profile(maps: torch.Tensor) -> torch.Tensor:
     values = maps.detach().reshape(-1, r.numel()).float().mean(0).cpu()
     total = torch.zeros(int(r.max()) + 1).index_add_(0, r, values)
     return total / torch.bincount(r).float()
+
+
+def normalised_profile(maps: torch.Tensor) -> torch.Tensor:
+    """`radial_profile(maps)` divided by its sum: (R,) float32 shares summing to 1 (all zeros stay zeros)."""
+    profile = radial_profile(maps)
+    return profile / profile.sum().clamp_min(1e-30)

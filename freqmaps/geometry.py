@@ -181,7 +181,6 @@ def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], start: torch.Tenso
         w = orthogonal(w, j + 1)
         norm = w.norm(dim=1)
         if j == steps - 1:
-            break_norm = norm
             break
         closed = norm <= 1e-6 * alpha[:, : j + 1].abs().amax(1).clamp_min(1e-30)
         if closed.any():  # an invariant subspace: restart that row orthogonally, beta = 0 splits T
@@ -196,7 +195,7 @@ def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], start: torch.Tenso
     order = values.abs().argsort(1, descending=True)[:, :k]
     values = values.gather(1, order)
     ritz = ritz.gather(2, order[:, None, :].expand(-1, steps, -1))
-    residuals = break_norm[:, None] * ritz[:, -1].abs()
+    residuals = norm[:, None] * ritz[:, -1].abs()  # norm: the last step's residual vector, before a beta
     return values, torch.einsum("bjd,bjk->bkd", basis, ritz), residuals
 
 

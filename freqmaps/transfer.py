@@ -33,7 +33,7 @@ from freqmaps.attacks import Attack, attack_in_chunks
 from freqmaps.class_maps import predict
 from freqmaps.correlation import pair_cosines
 from freqmaps.errors import UserInputError
-from freqmaps.fourier import fftshift2, radial_profile
+from freqmaps.fourier import normalised_profile, power_spectrum
 from freqmaps.inputs import check_images, check_labels, frozen_eval
 from freqmaps.maps import FrequencyMaps, MapSettings, adversarial_maps, essential_maps
 from freqmaps.sampling import seeded_indices
@@ -136,9 +136,7 @@ class TransferResult:
 def perturbation_spectrum(delta: torch.Tensor) -> torch.Tensor:
     """Radial power spectrum of perturbations delta: (n, C, H, W): the mean |F(delta)|^2 over images and channels
     against integer frequency radius (`fourier.radial_profile`), normalised to sum 1: (R,) float32."""
-    power = fftshift2(torch.fft.fft2(delta.float()).abs() ** 2)
-    profile = radial_profile(power)
-    return profile / profile.sum().clamp_min(1e-30)
+    return normalised_profile(power_spectrum(delta))
 
 
 def kept_map_cosines(adversarial: FrequencyMaps, essential: FrequencyMaps,
