@@ -1,14 +1,17 @@
 """What the per-epoch analysis callbacks cost: their share of epoch time, and solver steps warm versus cold.
 
-    python -m benchmarks.callback_overhead [--parts default cifar warmstart] [--epochs 3] [--train-images N]
+    python -m benchmarks.callback_overhead [--parts default command cifar warmstart] [--epochs 3] [--train-images N]
         [--probe-size 512] [--solver fast|paper] [--autocast] [--min-steps 500] [--max-steps 5000]
         [--warm-min-steps 20] [--num-workers 2]
         [--checkpoint ZOO_NAME|PATH] [--warmup-epochs 0] [--cifar-root data/cifar10] [--out PATH]
 
 default: the whole default job (`python train.py fit --config configs/default.yaml`: 8 epochs on the digits and
-  the test after fit) with its callbacks, then the same config with the two callbacks removed (the baseline),
-  in this process, after an untimed fast_dev_run that pays the one-time start-up costs. Prints both wall times, the analyses' own time (their logged `seconds`) and its share of
-  the run with them.
+  the test after fit) with its callbacks, with them on NCHW kernels (`channels_last: false`), then the same
+  config with the two callbacks removed (the baseline), in this process, after an untimed fast_dev_run that pays
+  the one-time start-up costs. Prints the wall times, the analyses' own time (their logged `seconds`) and its
+  share of the run with them.
+command: the same job as a user runs it, `python train.py fit ...` in a fresh process (start-up included), with
+  and without the two callbacks.
 cifar: ResNet-20 on CIFAR-10 (configs/cifar10_resnet20.yaml's model, data and callbacks) with both callbacks at a
   `--probe-size` probe every epoch, for `--epochs` epochs, then the same epochs without them (the baseline).
   Per epoch: wall time (training + validation + analyses) and the share the callbacks take. Beside the
@@ -118,8 +121,18 @@ def config_without_callbacks(config: Path, folder: Path) -> Path:
     return path
 
 
+def config_with_changed_callbacks(config: Path, folder: Path, label: str, **changes) -> Path:
+    """A config to read after `config` whose two analysis callbacks get the init arguments `changes`."""
+    specs = [{**spec, "init_args": {**spec.get("init_args", {}), **changes}} if spec["class_path"] in CALLBACKS
+             else spec for spec in callback_specs(config)]
+    path = folder / f"{config.stem}_{label}.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": specs}}))
+    return path
+
+
 def default_part() -> dict:
-    """The whole default job with and without the callbacks (wall time, in this process, under a temp dir)."""
+    """The whole default job with the callbacks, with them on NCHW kernels (`channels_last: false`) and without
+    them (wall time, in this process, under a temp dir)."""
     import wandb
 
     from train import main
@@ -136,7 +149,9 @@ def default_part() -> dict:
             # whichever timed run came first
             main(["fit", "--config", str(config), "--trainer.fast_dev_run", "true"])
             wandb.finish()
-            runs = {"with_callbacks": [config], "without_callbacks": [config, without]}
+            nchw = config_with_changed_callbacks(config, Path(folder), "nchw", channels_last=False)
+            runs = {"with_callbacks": [config], "with_callbacks_nchw": [config, nchw],
+                    "without_callbacks": [config, without]}
             for label, paths in runs.items():
                 start = time.perf_counter()
                 cli = main(["fit", *(arg for path in paths for arg in ("--config", str(path))),
@@ -157,9 +172,34 @@ def default_part() -> dict:
     analyses = sum(sum(e["callback_seconds"].values()) for e in with_["epochs"]) + with_["test_callback_seconds"]
     result["callback_seconds"] = analyses
     result["callback_share"] = analyses / with_["seconds"]
-    result["ratio_with_over_without"] = with_["seconds"] / result["without_callbacks"]["seconds"]
+    baseline = result["without_callbacks"]["seconds"]
+    result["ratio_with_over_without"] = with_["seconds"] / baseline
+    result["ratio_nchw_over_without"] = result["with_callbacks_nchw"]["seconds"] / baseline
     print(f"default job: analyses {analyses:.1f} s = {result['callback_share']:.0%} of the run with them; "
-          f"with / without: {result['ratio_with_over_without']:.2f}")
+          f"with / without: {result['ratio_with_over_without']:.2f} (NCHW kernels: "
+          f"{result['ratio_nchw_over_without']:.2f})")
+    return result
+
+
+def command_part() -> dict:
+    """`python train.py fit --config configs/default.yaml` as a user runs it (a fresh process: imports, W&B
+    start-up, the fit and the test), with and without the two callbacks: wall time of each command."""
+    import subprocess
+
+    config = REPO / "configs" / "default.yaml"
+    result = {}
+    with tempfile.TemporaryDirectory() as folder:
+        without = config_without_callbacks(config, Path(folder))
+        for label, paths in {"with_callbacks": [config], "without_callbacks": [config, without]}.items():
+            command = [sys.executable, str(REPO / "train.py"), "fit",
+                       *(arg for path in paths for arg in ("--config", str(path))),
+                       "--trainer.default_root_dir", str(Path(folder) / label)]
+            start = time.perf_counter()
+            subprocess.run(command, cwd=folder, check=True, capture_output=True)
+            result[label] = {"seconds": time.perf_counter() - start}
+            print(f"command {label.replace('_', ' ')}: {result[label]['seconds']:.1f} s")
+    result["ratio_with_over_without"] = result["with_callbacks"]["seconds"] / result["without_callbacks"]["seconds"]
+    print(f"default job as a command: with / without: {result['ratio_with_over_without']:.2f}")
     return result
 
 
@@ -297,8 +337,8 @@ def warmstart_part(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", choices=("default", "cifar", "warmstart"),
-                        default=["default", "cifar", "warmstart"])
+    parser.add_argument("--parts", nargs="+", choices=("default", "command", "cifar", "warmstart"),
+                        default=["default", "command", "cifar", "warmstart"])
     parser.add_argument("--epochs", type=int, default=3, help="cifar: epochs (>= 2 for the warm-start ratio)")
     parser.add_argument("--train-images", type=int, default=None, help="cifar: cap on training images per epoch")
     parser.add_argument("--probe-size", type=int, default=512)
@@ -320,6 +360,8 @@ def main() -> None:
     payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if "default" in args.parts:
         payload["default"] = default_part()
+    if "command" in args.parts:
+        payload["command"] = command_part()
     if "cifar" in args.parts:
         payload["cifar"] = cifar_part(args)
     if "warmstart" in args.parts:

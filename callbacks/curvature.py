@@ -28,13 +28,13 @@ class CurvatureCallback(ProbeCallback):
         h: the finite-difference step (L2, pixels in [0, 1]). deepfool_steps: L2 DeepFool's steps.
         log_images: log the profile plot to W&B loggers.
         seed: probe draw and Lanczos start vectors (probe image i: seed + i).
-        name: the metric group.
+        name: the metric group. channels_last: as in `ProbeCallback`.
     """
 
     def __init__(self, probe_size: int = 64, every_n_epochs: int = 1, batch_size: int = 64, k: int = 10,
                  steps: int | None = None, h: float = 0.05, deepfool_steps: int = 50, log_images: bool = True,
-                 seed: int = 0, name: str = "curvature") -> None:
-        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+                 seed: int = 0, name: str = "curvature", channels_last: bool = True) -> None:
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name, channels_last)
         if k < 1 or not h > 0 or deepfool_steps < 1 or (steps is not None and steps < k):
             raise UserInputError(f"CurvatureCallback: need k >= 1, steps >= k, h > 0, deepfool_steps >= 1; got k={k}, "
                                  f"steps={steps}, h={h}, deepfool_steps={deepfool_steps}")

@@ -23,15 +23,15 @@ class FragilityCallback(ProbeCallback):
     Args:
         eps: the FGSM grid (L∞, pixel units). layer: a convolution's name in the LightningModule (e.g.
             `network.conv1`). filters_per_pass: dropout masks per forward pass (None: all).
-        probe_size, every_n_epochs, batch_size, seed, name: as in RobustAccuracyCallback.
+        probe_size, every_n_epochs, batch_size, seed, name, channels_last: as in RobustAccuracyCallback.
     """
 
     def __init__(
         self, eps: list[float] = [2 / 255, 8 / 255], layer: str | None = None,  # noqa: B006 (never mutated)
         filters_per_pass: int | None = None, probe_size: int = 256, every_n_epochs: int = 1, batch_size: int = 64,
-        seed: int = 0, name: str = "fragility",
+        seed: int = 0, name: str = "fragility", channels_last: bool = True,
     ) -> None:
-        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name, channels_last)
         self.eps = list(eps)
         self.layer = layer
         self.filters_per_pass = filters_per_pass

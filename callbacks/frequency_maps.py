@@ -55,6 +55,7 @@ class FrequencyMapsCallback(ProbeCallback):
         log_images, log_table, log_artifact: what goes to W&B besides the scalars.
         seed: probe draw, attack random starts (batch b: seed + b), IdCor permutations.
         name: the metric group, so several of these callbacks (other attacks) can run side by side.
+        channels_last: run the analysis with channels-last convolution kernels (`ProbeCallback`).
     """
 
     def __init__(
@@ -74,9 +75,9 @@ class FrequencyMapsCallback(ProbeCallback):
         log_table: bool = True,
         log_artifact: bool = False,
         seed: int = 0,
-        name: str = "freqmaps",
+        name: str = "freqmaps", channels_last: bool = True,
     ) -> None:
-        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name, channels_last)
         if warm_min_steps < 0:
             raise UserInputError(f"FrequencyMapsCallback: warm_min_steps must be >= 0, got {warm_min_steps}")
         for key, value in (("permutations", permutations), ("resamples", resamples)):

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from freqmaps.errors import UserInputError
-from freqmaps.inputs import check_model_fits, frozen_eval
+from freqmaps.inputs import channels_last, check_model_fits, frozen_eval
 from freqmaps.sampling import seeded_indices, seeded_rng, take
 
 FAST_DEV_RUN_PROBE = 8  # probe images under Trainer(fast_dev_run=...): the analysis runs, on almost nothing
@@ -101,9 +101,15 @@ class ProbeCallback(L.Callback):
     `requires_grad` flags and RNG states are restored afterwards, and no parameter gradient or optimizer state
     is touched, so a run with the callback trains exactly as one without. Under `fast_dev_run` it runs every
     epoch on a probe of FAST_DEV_RUN_PROBE images. It logs `seconds`, the analysis' wall time.
+
+    With `channels_last` (every subclass's knob, default true) the analysis runs with the model's convolution
+    kernels in channels-last memory format (`freqmaps.inputs.channels_last`; the layout is put back after it):
+    the same values, faster CPU convolutions (EXPERIMENTS.md, per-epoch overhead), results equal to NCHW up
+    to float rounding; false for a model that cannot run so.
     """
 
-    def __init__(self, probe_size: int, every_n_epochs: int, batch_size: int, seed: int, name: str) -> None:
+    def __init__(self, probe_size: int, every_n_epochs: int, batch_size: int, seed: int, name: str,
+                 channels_last: bool = True) -> None:
         for key, value in (("probe_size", probe_size), ("every_n_epochs", every_n_epochs),
                            ("batch_size", batch_size)):
             if value < 1:
@@ -115,6 +121,7 @@ class ProbeCallback(L.Callback):
         self.batch_size = batch_size
         self.seed = seed
         self.name = name
+        self.channels_last = channels_last
         self._shards: dict[str, tuple[int, ProbeShard]] = {}
 
     @property
@@ -146,7 +153,8 @@ class ProbeCallback(L.Callback):
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         start = time.perf_counter()
-        with frozen_eval(pl_module), seeded_rng(pl_module.device, self.seed):
+        with frozen_eval(pl_module), channels_last(pl_module, self.channels_last), \
+                seeded_rng(pl_module.device, self.seed):
             scalars = self.analyse(trainer, pl_module, stage, self.shard(trainer, stage, pl_module))
         if trainer.is_global_zero:
             self.log_scalars(pl_module, stage, {**scalars, "seconds": time.perf_counter() - start})

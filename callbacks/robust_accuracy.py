@@ -23,13 +23,14 @@ class RobustAccuracyCallback(ProbeCallback):
         attack: any `freqmaps.attacks` attack, `attack(model, x, y) -> x_adv`.
         seed: probe draw and the attack's random starts (batch b uses seed + b).
         name: the metric group, so several of these callbacks (other attacks) can run side by side.
+        channels_last: run the analysis with channels-last convolution kernels (`ProbeCallback`).
     """
 
     def __init__(
         self, probe_size: int = 512, every_n_epochs: int = 1, batch_size: int = 256, attack: Attack | None = None,
-        seed: int = 0, name: str = "robust",
+        seed: int = 0, name: str = "robust", channels_last: bool = True,
     ) -> None:
-        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name, channels_last)
         self.attack = attack if attack is not None else PGD(eps=8 / 255, steps=20, step_size=2 / 255)
 
     def analyse(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, shard: ProbeShard) -> dict:

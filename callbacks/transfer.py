@@ -24,7 +24,7 @@ class TransferCallback(ProbeCallback):
 
     Args:
         targets: name -> zoo model name or .ckpt (loaded once, frozen, on the module's device).
-        probe_size, every_n_epochs, batch_size, seed, name: as in RobustAccuracyCallback.
+        probe_size, every_n_epochs, batch_size, seed, name, channels_last: as in RobustAccuracyCallback.
         attack: any `freqmaps.attacks` attack; targeted: the success rule (the attack must match it).
         target_shift: the target class offset.
     """
@@ -32,9 +32,9 @@ class TransferCallback(ProbeCallback):
     def __init__(
         self, targets: dict[str, str], probe_size: int = 256, every_n_epochs: int = 1, batch_size: int = 128,
         attack: Attack | None = None, targeted: bool = False, target_shift: int = 1, seed: int = 0,
-        name: str = "transfer",
+        name: str = "transfer", channels_last: bool = True,
     ) -> None:
-        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name, channels_last)
         if not targets:
             raise UserInputError("TransferCallback needs at least one target checkpoint")
         self.attack = attack if attack is not None else PGD(eps=0.5, norm="l2", steps=10)

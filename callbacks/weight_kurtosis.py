@@ -24,12 +24,12 @@ class WeightKurtosisCallback(ProbeCallback):
         batch_size: images per forward pass; the unit dealt to the processes under DDP.
         bins: histogram bins.
         seed: the probe draw.
-        name: the metric group.
+        name: the metric group. channels_last: as in `ProbeCallback`.
     """
 
     def __init__(self, probe_size: int = 256, every_n_epochs: int = 1, batch_size: int = 256, bins: int = 64,
-                 seed: int = 0, name: str = "saturation") -> None:
-        super().__init__(probe_size, every_n_epochs, batch_size, seed, name)
+                 seed: int = 0, name: str = "saturation", channels_last: bool = True) -> None:
+        super().__init__(probe_size, every_n_epochs, batch_size, seed, name, channels_last)
         if not 1 <= bins <= 512:
             raise UserInputError(f"WeightKurtosisCallback: bins must be in 1..512 (W&B's limit), got {bins}")
         self.bins = bins

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 
@@ -28,30 +29,40 @@ def class_means_figure(
 ) -> Figure:
     """A grid with one column per class: the mean kept essential map of the class, and (when given) the mean
     kept adversarial map of the images whose adversarial label is the class and the difference adversarial -
-    essential. Maps (n, C, H, W) are averaged over channels; all map rows share one colour scale [0, max]."""
+    essential. Maps (n, C, H, W) are averaged over channels; all map rows share one colour scale [0, max]. Each
+    row is one image of the classes' maps side by side (one axes a row, not one a map: ten times faster to draw,
+    which matters to the per-epoch callback)."""
     rows = [("essential", essential.class_means(num_classes).mean(1))]
     if adversarial is not None:
         adv = adversarial.class_means(num_classes).mean(1)
         rows += [("adversarial", adv), ("adv - ess", adv - rows[0][1])]
     names = _names(num_classes, class_names)
+    width = rows[0][1].shape[-1]
     fig = Figure(figsize=(1.3 * num_classes + 1, 1.4 * len(rows) + 0.4), layout="constrained")
-    axes = fig.subplots(len(rows), num_classes, squeeze=False)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     top = max(float(r.max()) for name, r in rows if name != "adv - ess") or 1.0
-    for i, (name, means) in enumerate(rows):
+    for ax, (name, means) in zip(axes, rows):
         diff = name == "adv - ess"
         bound = float(means.abs().max()) or 1.0
-        for k in range(num_classes):
-            ax = axes[i, k]
-            image = ax.imshow(means[k], cmap="RdBu_r" if diff else "magma",
-                              vmin=-bound if diff else 0, vmax=bound if diff else top)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(names[k], fontsize=8)
-            if k == 0:
-                ax.set_ylabel(name, fontsize=8)
-        fig.colorbar(image, ax=axes[i, :].tolist(), shrink=0.8)
+        cmap = matplotlib.colormaps["RdBu_r" if diff else "magma"].with_extremes(bad="white")
+        image = ax.imshow(_side_by_side(means), cmap=cmap, vmin=-bound if diff else 0, vmax=bound if diff else top)
+        ax.set_xticks([k * (width + 1) + (width - 1) / 2 for k in range(num_classes)])
+        ax.set_xticklabels(names if ax is axes[0] else [], fontsize=8)
+        ax.xaxis.set_ticks_position("top")
+        ax.tick_params(length=0)
+        ax.set_yticks([])
+        ax.set_ylabel(name, fontsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        fig.colorbar(image, ax=ax, shrink=0.8)
     return fig
+
+
+def _side_by_side(maps: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) -> (H, K * (W + 1) - 1): the maps left to right, one NaN column between neighbours."""
+    K, H, W = maps.shape
+    padded = torch.cat([maps.float(), torch.full((K, H, 1), float("nan"))], dim=2)
+    return padded.permute(1, 0, 2).reshape(H, K * (W + 1))[:, :-1]
 
 
 def radial_profiles(

@@ -79,6 +79,40 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(requires_grad)
 
 
+@contextmanager
+def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Run `model` with its 4-D floating parameters and buffers (convolution kernels) in channels-last memory
+    format, so that oneDNN's CPU convolutions (and cuDNN's under autocast) run in NHWC whatever the input's
+    layout; the original tensors are put back afterwards, also on error (the same storage: values, strides and
+    optimizer state untouched). The values never change, only the order in memory, so results differ from
+    NCHW at float rounding (another convolution algorithm). Meant for analyses under `frozen_eval`: parameters
+    must not be updated inside. `enabled=False` leaves the model as it is."""
+    swapped: list[tuple[nn.Module, str, torch.Tensor]] = []
+    try:
+        if enabled:
+            for module in model.modules():
+                for store in (module._parameters, module._buffers):
+                    for name, tensor in store.items():
+                        if tensor is None or tensor.dim() != 4 or not tensor.is_floating_point():
+                            continue
+                        converted = tensor.data.contiguous(memory_format=torch.channels_last)
+                        if converted.data_ptr() == tensor.data.data_ptr():
+                            continue  # already channels-last (or a layout both formats share)
+                        if isinstance(tensor, nn.Parameter):
+                            swapped.append((module, name, tensor.data))  # the parameter keeps its identity
+                            tensor.data = converted
+                        else:
+                            swapped.append((module, name, tensor))
+                            store[name] = converted
+        yield model
+    finally:
+        for module, name, original in reversed(swapped):
+            if name in module._parameters and module._parameters[name] is not None:
+                module._parameters[name].data = original
+            else:
+                module._buffers[name] = original
+
+
 def own_batch(x: torch.Tensor, y: torch.Tensor,
               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Private copies of a checked batch, to be made inside `frozen_eval` so that they are ordinary autograd

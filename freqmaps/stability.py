@@ -6,7 +6,7 @@ For every image both models classify correctly, the essential map of model A is 
 models that share a frequency bias agree between seeds about as well as within a seed.
 
     python -m freqmaps.stability MODEL_A MODEL_B [--images 256] [--solver paper|fast] [--data-root DIR]
-                                 [--jitter 0.01] [--seed 0] [--out stability.json]
+                                 [--jitter 0.01] [--seed 0] [--out stability.json] [--figure stability.png]
 
 MODEL_A / MODEL_B: zoo names (`python -m freqmaps.zoo list`); both must use the same test data.
 """
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from freqmaps.class_maps import predict
@@ -71,6 +72,26 @@ def map_stability(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, y: to
                      torch.stack([a.kept, b.kept, again.kept], 1), asdict(settings))
 
 
+def stability_figure(result: Stability, names: tuple[str, str] = ("A", "B")) -> Figure:
+    """The cumulative distribution of the per-image cosines over the images all three maps of were kept: between
+    the two models (`names`) and within model A (its maps solved again from the jittered start). A between
+    curve far left of the within curve: the models need other frequencies, beyond the solver's own spread."""
+    rows = result.kept.all(1)
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for label, values in ((f"between {names[0]} and {names[1]}", result.between[rows]),
+                          (f"within {names[0]} (jittered start)", result.within[rows])):
+        ordered = values.sort().values
+        ax.step(ordered.numpy(), torch.arange(1, len(ordered) + 1).div(max(len(ordered), 1)).numpy(), where="post",
+                label=f"{label}: median {ordered.median().item():.3f}" if len(ordered) else label)
+    ax.set_xlabel("per-image cosine of essential maps")
+    ax.set_ylabel("share of images")
+    ax.set_title(f"{int(rows.sum())} images, all three maps kept", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def _test_images(name: str, data_root: str | None, images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from freqmaps.zoo import entry, load_test_split
 
@@ -89,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the scalars and per-image cosines as JSON")
+    parser.add_argument("--figure", type=Path, default=None, help="save the cosines' distributions as a PNG")
     args = parser.parse_args(argv)
     exit_on_user_error(lambda: _run(args))
 
@@ -109,6 +131,9 @@ def _run(args: argparse.Namespace) -> None:
             "scalars": scalars, "index": result.index.tolist(), "between": result.between.tolist(),
             "within": result.within.tolist(), "kept": result.kept.tolist(), "settings": result.settings,
         }, indent=1))
+    if args.figure:
+        stability_figure(result, (args.model_a, args.model_b)).savefig(args.figure, dpi=120)
+
 
 if __name__ == "__main__":
     main()

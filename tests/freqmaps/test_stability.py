@@ -9,7 +9,7 @@ import torch
 
 from freqmaps.errors import UserInputError
 from freqmaps.maps import MapSettings, essential_maps
-from freqmaps.stability import map_stability
+from freqmaps.stability import map_stability, stability_figure
 
 RULE = MapSettings(lam=0.002, min_steps=50, max_steps=400, tol=1e-5)
 
@@ -39,3 +39,14 @@ def test_images_either_model_gets_wrong_are_left_out(tiny):
     assert result.index.tolist() == expected and len(result.between) == len(expected)
     with pytest.raises(UserInputError, match="jitter must be in"):
         map_stability(model, model, x, y, RULE, jitter=0.0)
+
+
+def test_the_figure_draws_both_distributions_of_the_kept_images(tiny):
+    model, x, y = tiny
+    result = map_stability(model, model, x, y, RULE, jitter=0.05, seed=3, progress=False)
+    result.kept[0, 1] = False  # image 0 drops out of both curves
+    between, within = stability_figure(result, ("a", "b")).axes[0].get_lines()
+    assert between.get_xdata().tolist() == pytest.approx(result.between[1:].sort().values.tolist())
+    assert within.get_xdata().tolist() == pytest.approx(result.within[1:].sort().values.tolist())
+    assert within.get_ydata().tolist() == pytest.approx([k / 5 for k in range(1, 6)])
+    assert "between a and b" in between.get_label()
