@@ -126,8 +126,9 @@ def _run(args: argparse.Namespace) -> None:
     scalars = {**result.scalars(), "seconds": time.perf_counter() - start}
     print(json.dumps(scalars, indent=1))
     if args.out:
+        plain = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
         args.out.write_text(json.dumps({
-            "models": [args.model_a, args.model_b], "args": {**vars(args), "out": str(args.out)},
+            "models": [args.model_a, args.model_b], "args": plain,
             "scalars": scalars, "index": result.index.tolist(), "between": result.between.tolist(),
             "within": result.within.tolist(), "kept": result.kept.tolist(), "settings": result.settings,
         }, indent=1))
