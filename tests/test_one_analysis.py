@@ -41,7 +41,9 @@ def callback_and_checkpoint(digits_cnn, tmp_path_factory) -> tuple[dict[str, flo
     module = StandardClassifier("small_cnn", 10, 1, 32)
     module.network.load_state_dict(digits_cnn.model.state_dict())
     callback = FrequencyMapsCallback(probe_size=PROBE, batch_size=PROBE, attack=attack(), maps=SETTINGS,
-                                     permutations=20, seed=SEED, log_images=False, log_table=False)
+                                     permutations=20, seed=SEED, log_images=False, log_table=False,
+                                     channels_last=False)  # analyze.py's arithmetic: NCHW kernels (channels-last
+    # kernels move the values by float rounding only: tests/freqmaps/test_channels_last.py)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
     trainer.validate(module, datamodule=DigitsDataModule(image_size=32, channels=1), verbose=False)
