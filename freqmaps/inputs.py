@@ -82,7 +82,7 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
 @contextmanager
 def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """Run `model` with its 4-D floating parameters and buffers (convolution kernels) in channels-last memory
-    format, so that oneDNN's CPU convolutions (and cuDNN's under autocast) run in NHWC whatever the input's
+    format, so that oneDNN's CPU convolutions run in NHWC whatever the input's
     layout; the original tensors are put back afterwards, also on error (the same storage: values, strides and
     optimizer state untouched). The values never change, only the order in memory, so results differ from
     NCHW at float rounding (another convolution algorithm). Meant for analyses under `frozen_eval`: parameters
