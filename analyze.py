@@ -16,6 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,7 @@ from jsonargparse import ArgumentParser, set_parsing_settings
 from datamodules.base import ImageDataModule
 from freqmaps.analysis import PER_CLASS
 from freqmaps.attacks import Attack
+from freqmaps.chunks import ChunkStore, digest
 from freqmaps.class_maps import CLASS_MAP_SETTINGS
 from freqmaps.errors import UserInputError, exit_on_user_error
 from freqmaps.maps import MapSettings
@@ -66,6 +68,7 @@ def analyze(
     class_map_attack: str | None = None,
     class_maps: MapSettings = CLASS_MAP_SETTINGS,
     adaptive_attack: Attack | None = None,
+    resume: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     wandb_project: str | None = "freqmaps",
     wandb_name: str | None = None,
@@ -96,6 +99,12 @@ def analyze(
         class_map_attack: the row name of the attack whose adversarials train the class maps (default: first).
         class_maps: the class-map solver (the paper's: lam 1e-3, tol 1e-3).
         adaptive_attack: attack run against the label-free defended model, which sees the maps.
+        resume: save each finished chunk (attack_batch_size images of one attack: adversarials and maps; the
+            defence's pieces; the class-map solver every 25 rounds) under output_dir/chunks, and on a rerun with
+            the same model, images, solver, attacks, seed and device read them back instead of recomputing: a
+            killed run loses at most one chunk. Settings that only conclude (permutations, resamples,
+            power_simulations, pool_kernel, active_threshold) may change between runs; others need --overwrite
+            true, which starts over.
         device: where the model and the solvers run.
         wandb_project: W&B project for a run holding the table, scalars and figures (None: no W&B run).
         wandb_offline: write the run offline (`wandb sync` uploads it later).
@@ -115,13 +124,25 @@ def analyze(
         class_data = tuple(t.to(device) for t in take(data.val_set, seeded_indices(len(data.val_set),
                                                                                    class_map_images, seed + 1)))
     names = attack_names(attacks)
+    store = None
+    if resume:
+        fingerprint = {
+            "model": digest(model.state_dict()), "images": index.tolist(), "split": split, "device": device.type,
+            "maps": {k: v for k, v in asdict(maps).items() if k != "batch_size"}, "attacks": dict(zip(names, map(
+                repr, attacks))), "attack_batch_size": attack_batch_size, "seed": seed,
+            "class_map_images": class_map_images, "class_map_attack": class_map_attack,
+            "class_maps": {k: v for k, v in asdict(class_maps).items() if k != "batch_size"},
+            "adaptive_attack": repr(adaptive_attack)}
+        store = ChunkStore(Path(output_dir) / "chunks", fingerprint, restart=overwrite)
     study = run_study(
         model, x.to(device), y.to(device), list(zip(names, attacks)), maps, index=index, permutations=permutations,
         seed=seed, pool_kernel=pool_kernel, active_threshold=active_threshold, attack_batch_size=attack_batch_size,
         class_map_data=class_data, class_map_attack=class_map_attack, class_map_settings=class_maps,
         adaptive_attack=None if adaptive_attack is None else (attack_names([adaptive_attack])[0], adaptive_attack),
-        progress=progress, resamples=resamples,
+        progress=progress, resamples=resamples, store=store,
     )
+    if store is not None and store.reused:
+        print(f"resumed: {len(store.reused)} finished chunk(s) read from {store.folder}")
     class_names = getattr(data, "class_names", None)
     extra = {"checkpoint": str(checkpoint), "device": str(device), "images": images, "split": split,
              "total_seconds": time.perf_counter() - started,

@@ -71,6 +71,21 @@ class ImageAnalysis:
         """(n,) bool: correctly classified clean, misclassified after the attack."""
         return self.correct & self.attack.success
 
+    def state(self) -> dict:
+        """Tensors (on the CPU) and plain values only, for torch.save and `torch.load(weights_only=True)`;
+        `from_state` rebuilds the analysis."""
+        return {"index": self.index, "labels": self.labels, "correct": self.correct, "attack": self.attack.state(),
+                "x_adv": self.x_adv, "essential": self.essential.state(), "adversarial": self.adversarial.state(),
+                "num_classes": self.num_classes, "attack_seconds": self.attack_seconds,
+                "maps_seconds": self.maps_seconds}
+
+    @classmethod
+    def from_state(cls, data: dict) -> ImageAnalysis:
+        """The inverse of `state`."""
+        return cls(data["index"], data["labels"], data["correct"], AttackReport(**data["attack"]), data["x_adv"],
+                   FrequencyMaps.from_state(data["essential"]), FrequencyMaps.from_state(data["adversarial"]),
+                   data["num_classes"], data["attack_seconds"], data["maps_seconds"])
+
     @classmethod
     def cat(cls, parts: Sequence[ImageAnalysis]) -> ImageAnalysis:
         """One analysis of the images of all `parts` (disjoint), in their order."""

@@ -19,6 +19,7 @@ the map of the class the model predicts for the input it sees.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,12 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from freqmaps.chunks import digest
 from freqmaps.errors import UserInputError
+from freqmaps.files import write_atomically
 from freqmaps.fourier import apply_mask, fftshift2, ifftshift2
 from freqmaps.inputs import check_images, check_labels, frozen_eval
 from freqmaps.maps import MapSettings, adam_update, record_loss, resolve_settings
 
 CLASS_MAP_SETTINGS = MapSettings(lam=1e-3, lr=0.01, min_steps=500, max_steps=5000, tol=1e-3, window=20)
+CHECKPOINT_ROUNDS = 25  # rounds between two saves of the solver's state when `class_maps` has a checkpoint file
 
 
 @dataclass
@@ -50,20 +54,28 @@ class ClassMaps:
 
     _TENSORS = ("maps", "steps", "converged", "clean_counts", "adversarial_counts")
 
+    def state(self) -> dict:
+        """Tensors (on the CPU) and plain values only: what `save` writes."""
+        return {"settings": dict(self.settings), **{k: getattr(self, k).cpu() for k in self._TENSORS}}
+
+    @classmethod
+    def from_state(cls, data: dict, source: str = "the state") -> ClassMaps:
+        """The inverse of `state`; `source` names where `data` came from in the error for a foreign dict."""
+        missing = [k for k in ("settings", *cls._TENSORS) if k not in data]
+        if missing:
+            raise UserInputError(f"{source} is not a saved ClassMaps file (missing {', '.join(missing)})")
+        return cls(*(data[k] for k in cls._TENSORS), data["settings"])
+
     def save(self, path: str | Path) -> None:
         """One file of tensors and plain values, loadable with `torch.load(..., weights_only=True)`."""
-        torch.save({"settings": dict(self.settings), **{k: getattr(self, k).cpu() for k in self._TENSORS}}, path)
+        torch.save(self.state(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> ClassMaps:
         """Read a file written by `save` (safe loading: no arbitrary pickle is executed)."""
         if not Path(path).is_file():
             raise UserInputError(f"no class-maps file at {path} (write one with ClassMaps.save or analyze.py)")
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        missing = [k for k in ("settings", *cls._TENSORS) if k not in data]
-        if missing:
-            raise UserInputError(f"{path} is not a saved ClassMaps file (missing {', '.join(missing)})")
-        return cls(*(data[k] for k in cls._TENSORS), data["settings"])
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=True), str(path))
 
 
 @dataclass
@@ -132,6 +144,8 @@ def class_maps(
     settings: MapSettings | None = None,
     *,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = CHECKPOINT_ROUNDS,
     **overrides,
 ) -> ClassMaps:
     """Class-level maps (see the module docstring) from clean images x: (n, C, H, W) in [0, 1] with true
@@ -140,6 +154,9 @@ def class_maps(
     versions that fool the model (adversarial label = argmax f(x_adv)) form set (b). Defaults are
     CLASS_MAP_SETTINGS (lam 1e-3, tol 1e-3); any MapSettings field may be overridden by keyword; batch_size
     is the number of images per forward pass. progress: a tqdm bar of classes stopped / classes with images.
+    checkpoint: a file the solver's whole state is saved to every `checkpoint_every` rounds and, when it holds
+    the state of the same problem (inputs and settings), resumed from: a killed run loses at most that many
+    rounds, and the resumed result is the uninterrupted one exactly.
     """
     s = resolve_settings(settings, overrides, CLASS_MAP_SETTINGS)
     if s.fast:
@@ -169,7 +186,20 @@ def class_maps(
         converged = torch.zeros(K, dtype=torch.bool, device=x.device)
         active = (counts[0] + counts[1]) > 0
         sets_per_class = (counts[0] > 0).to(x.dtype) + (counts[1] > 0).to(x.dtype)
-        with tqdm(total=int(active.sum()), desc="class maps", unit="class", disable=not progress) as bar:
+        loop = {"maps": maps, "m": m, "v": v, "adam_steps": adam_steps, "rounds": rounds, "history": history,
+                "converged": converged, "active": active}  # the solver's state, updated in place
+        problem = digest({"x": x, "x_adv": x_adv, "y": y}) + json.dumps(asdict(s), sort_keys=True)
+        total = int(active.sum())
+        if checkpoint is not None and Path(checkpoint).is_file():
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            if saved.get("problem") != problem:
+                raise UserInputError(f"{checkpoint} holds the class-map solver's state of another problem; "
+                                     "remove it to start over")
+            for name, tensor in loop.items():
+                tensor.copy_(saved[name])
+        with tqdm(total=total, initial=total - int(active.sum()), desc="class maps", unit="class",
+                  disable=not progress) as bar:
+            done = 0
             while active.any():
                 round_loss = torch.zeros(K, dtype=x.dtype, device=x.device)
                 for (spectra, classes, labels), count in zip(sets, counts):
@@ -191,6 +221,10 @@ def class_maps(
                 converged |= stop_tol
                 active &= ~stop
                 bar.update(int(stop.sum()))
+                done += 1
+                if checkpoint is not None and (done % checkpoint_every == 0 or not active.any()):
+                    state = {"problem": problem, **{name: tensor.cpu() for name, tensor in loop.items()}}
+                    write_atomically(checkpoint, lambda path, state=state: torch.save(state, path))
     return ClassMaps(fftshift2(maps).cpu(), rounds.cpu(), converged.cpu(), counts[0].cpu(), counts[1].cpu(),
                      asdict(s))
 

@@ -23,6 +23,11 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def safe(name: str) -> str:
+    """A name (e.g. an attack's) as a file name part: letters, digits, '-' and '_' kept, anything else '_'."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
 def check_writable(directory: str | Path, option: str) -> Path:
     """Create `directory` (and its parents) and write and remove a file in it; a UserInputError naming the
     folder, the reason and the `option` that chose it, otherwise. Returns the folder."""

@@ -25,8 +25,8 @@ import torch
 from freqmaps.class_maps import ClassMaps
 from freqmaps.correlation import IdCorResult
 from freqmaps.errors import UserInputError, exit_on_user_error
-from freqmaps.files import check_writable, write_atomically
 from freqmaps.figures import class_maps_figure, class_means_figure, null_distribution_figure, radial_profile_figure
+from freqmaps.files import check_writable, safe, write_atomically
 from freqmaps.maps import FrequencyMaps
 from freqmaps.study import ROW_FIELDS, Study
 
@@ -154,11 +154,6 @@ def idcor_cell(row: dict) -> str:
         return "none"
     interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
     return f"{value:.2f}{interval}" + (f", p {p:.3g}" if p is not None else "")
-
-
-def safe(name: str) -> str:
-    """An attack name as a file name part: letters, digits, '-' and '_' kept, anything else '_'."""
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
 def plain(value):

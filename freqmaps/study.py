@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from freqmaps.analysis import METRICS, Analysis, analyse, summary
+from freqmaps.analysis import METRICS, Analysis, ImageAnalysis, analyse_images, conclude, summary
 from freqmaps.attacks import Attack, attack_in_chunks
+from freqmaps.chunks import ChunkStore, cached
 from freqmaps.class_maps import ClassMapDefence, ClassMapResult, ClassMaps, class_maps, evaluate_class_maps, predict
 from freqmaps.errors import UserInputError
+from freqmaps.files import safe
 from freqmaps.inputs import frozen_eval
 from freqmaps.maps import FrequencyMaps, MapSettings
 
@@ -81,6 +83,7 @@ def run_study(
     adaptive_attack: tuple[str, Attack] | None = None,
     progress: bool = True,
     resamples: int = 1000,
+    store: ChunkStore | None = None,
 ) -> Study:
     """Run the study on clean images x: (n, C, H, W) in [0, 1] with labels y: (n,) int64, on x's device.
 
@@ -91,6 +94,12 @@ def run_study(
     attack named `class_map_attack` (default: the first); class_map_settings: the class-map solver's (default:
     CLASS_MAP_SETTINGS, the paper's). adaptive_attack: the attack run against the label-free defended model.
     Every attack runs seeded (`attack_in_chunks` with `seed`).
+
+    The images are worked through in chunks of `attack_batch_size` (chunk k: the attack seeded with seed + k, its
+    maps; the same results as one call over all images). store: where finished chunks are saved and, on a rerun
+    with the same fingerprint, read back (`freqmaps.chunks`; None: nothing saved); the defence saves its
+    training adversarials, the class-map solver's state every `class_maps.CHECKPOINT_ROUNDS` rounds and the
+    adaptive attacks' images there too.
     """
     if not attacks:
         raise UserInputError("the study needs at least one attack")
@@ -102,21 +111,27 @@ def run_study(
         raise UserInputError(f"class_map_attack {chosen!r} is not one of the study's attacks {names}")
     index = torch.arange(len(x)) if index is None else index
     analyses: dict[str, Analysis] = {}
-    essential = None
+    essential: list[FrequencyMaps | None] = []
     for name, attack in attacks:
-        analyses[name] = analyse(
-            model, x, y, attack, settings, index=index, essential=essential, permutations=permutations, seed=seed,
-            pool_kernel=pool_kernel, active_threshold=active_threshold, attack_batch_size=attack_batch_size,
-            progress=progress, resamples=resamples,
-        )
-        essential = analyses[name].images.essential
+        parts = []
+        for k, rows in enumerate(torch.arange(len(x)).split(attack_batch_size)):
+            def compute(rows=rows, k=k) -> dict:
+                return analyse_images(
+                    model, x[rows.to(x.device)], y[rows.to(y.device)], attack, settings, index=index[rows],
+                    essential=essential[k] if essential else None, seed=seed + k, attack_batch_size=attack_batch_size,
+                    progress=progress).state()
+            piece = f"{safe(name)}_chunk{k:04d}"
+            parts.append(ImageAnalysis.from_state(cached(store, piece, compute)))
+        essential = essential or [part.essential for part in parts]
+        analyses[name] = conclude(ImageAnalysis.cat(parts), permutations=permutations, seed=seed,
+                                  pool_kernel=pool_kernel, active_threshold=active_threshold, resamples=resamples)
 
     defence = None
     if class_map_data is not None:
         defence = defence_study(
             model, dict(attacks)[chosen], chosen, class_map_data, x, y, analyses[chosen].images.x_adv.to(x.device),
             class_map_settings, adaptive_attack, analyses[chosen].images.num_classes, attack_batch_size, seed,
-            progress,
+            progress, store,
         )
     return Study(x.cpu(), y.cpu(), index.cpu(), analyses, defence)
 
@@ -124,22 +139,30 @@ def run_study(
 def defence_study(
     model: nn.Module, attack: Attack, name: str, train: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor,
     y: torch.Tensor, x_adv: torch.Tensor, settings: MapSettings | None, adaptive: tuple[str, Attack] | None,
-    num_classes: int, batch_size: int, seed: int, progress: bool,
+    num_classes: int, batch_size: int, seed: int, progress: bool, store: ChunkStore | None = None,
 ) -> DefenceStudy:
     """Train class maps on `train` = (x_train, y_train) and their adversarials under `attack` (called `name`),
     evaluate them on the study's x, y and x_adv (its adversarials under the same attack), and run the
-    `adaptive` (name, attack) against the label-free defended model and the undefended one."""
+    `adaptive` (name, attack) against the label-free defended model and the undefended one. With a `store`, each
+    of those steps is a saved piece, and the class-map solver checkpoints itself there (see `run_study`)."""
     start = time.perf_counter()
     x_train, y_train = train
-    x_train_adv = attack_in_chunks(attack, model, x_train, y_train, batch_size, seed)
-    trained = class_maps(model, x_train, y_train, x_train_adv, num_classes, settings, progress=progress)
+
+    def attacked(piece: str, attack: Attack, target: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+        return cached(store, piece, lambda: {"x_adv": attack_in_chunks(attack, target, images, labels, batch_size,
+                                                                       seed).cpu()})["x_adv"].to(images.device)
+
+    x_train_adv = attacked("class_map_adversarials", attack, model, x_train, y_train)
+    trained = ClassMaps.from_state(cached(store, "class_maps", lambda: class_maps(
+        model, x_train, y_train, x_train_adv, num_classes, settings, progress=progress,
+        checkpoint=None if store is None else store.path("class_maps_solver")).state()))
     rates = evaluate_class_maps(model, trained, x, y, x_adv, batch_size)
     adaptive_name, robust, undefended = "none", math.nan, math.nan
     if adaptive is not None:
         adaptive_name, adaptive_attack = adaptive
         defended = ClassMapDefence(model, trained.maps.to(x.device))
-        x_defended = attack_in_chunks(adaptive_attack, defended, x, y, batch_size, seed)
-        x_undefended = attack_in_chunks(adaptive_attack, model, x, y, batch_size, seed)
+        x_defended = attacked("adaptive_defended", adaptive_attack, defended, x, y)
+        x_undefended = attacked("adaptive_undefended", adaptive_attack, model, x, y)
         with frozen_eval(defended):
             robust = (predict(defended, x_defended, batch_size) == y).float().mean().item()
             undefended = (predict(model, x_undefended, batch_size) == y).float().mean().item()

@@ -39,6 +39,10 @@ class AttackReport:
     def cpu(self) -> AttackReport:
         return AttackReport(*(getattr(self, f.name).cpu() for f in fields(self)))
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tensors by field name, on the CPU (for torch.save; `AttackReport(**state)` reads it back)."""
+        return {f.name: getattr(self, f.name).detach().cpu() for f in fields(self)}
+
     @classmethod
     def cat(cls, reports: Sequence[AttackReport]) -> AttackReport:
         """One report of the images of all `reports`, in their order."""
