@@ -79,14 +79,17 @@ def uninterrupted():
     return result, forwards.count
 
 
-@pytest.mark.parametrize("share", [0.3, 0.8])  # killed in the second attack's chunks / in the class-map solver
-def test_a_killed_study_rerun_reads_its_chunks_and_ends_as_if_never_stopped(uninterrupted, tmp_path, share):
+# killed in the second attack's chunks / in the class-map solver (its own checkpoints: the test below)
+@pytest.mark.parametrize(("share", "last_piece"), [(0.5, "FMN_chunk0000"), (0.8, "class_map_adversarials")])
+def test_a_killed_study_rerun_reads_its_chunks_and_ends_as_if_never_stopped(uninterrupted, tmp_path, share,
+                                                                             last_piece):
     reference, total = uninterrupted
     fingerprint = {"run": "digits"}
     with Forwards(zoo_cnn(), stop_after=int(share * total)), pytest.raises(Interrupt):
         study(ChunkStore(tmp_path / "chunks", fingerprint))
     saved = sorted(p.stem for p in (tmp_path / "chunks").glob("*.pt"))
-    assert saved and not list((tmp_path / "chunks").glob("*.partial"))  # whole pieces only
+    assert last_piece in saved and "class_maps" not in saved  # stopped where the case says
+    assert not list((tmp_path / "chunks").glob("*.partial"))  # whole pieces only
     store = ChunkStore(tmp_path / "chunks", fingerprint)
     with Forwards(zoo_cnn()) as forwards:
         resumed = study(store)
