@@ -1,7 +1,7 @@
 """Checks on what users hand to the solvers and attacks, and the model state they run under."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -87,7 +87,7 @@ def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]
     optimizer state untouched). The values never change, only the order in memory, so results differ from
     NCHW at float rounding (another convolution algorithm). Meant for analyses under `frozen_eval`: parameters
     must not be updated inside. `enabled=False` leaves the model as it is."""
-    swapped: list[tuple[nn.Module, str, torch.Tensor]] = []
+    undo: list[Callable[[], None]] = []  # how to put each swapped tensor back, recorded as it is swapped
     try:
         if enabled:
             for module in model.modules():
@@ -98,19 +98,16 @@ def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]
                         converted = tensor.data.contiguous(memory_format=torch.channels_last)
                         if converted.data_ptr() == tensor.data.data_ptr():
                             continue  # already channels-last (or a layout both formats share)
-                        if isinstance(tensor, nn.Parameter):
-                            swapped.append((module, name, tensor.data))  # the parameter keeps its identity
+                        if isinstance(tensor, nn.Parameter):  # the parameter keeps its identity
+                            undo.append(lambda tensor=tensor, data=tensor.data: setattr(tensor, "data", data))
                             tensor.data = converted
                         else:
-                            swapped.append((module, name, tensor))
+                            undo.append(lambda store=store, name=name, tensor=tensor: store.__setitem__(name, tensor))
                             store[name] = converted
         yield model
     finally:
-        for module, name, original in reversed(swapped):
-            if name in module._parameters and module._parameters[name] is not None:
-                module._parameters[name].data = original
-            else:
-                module._buffers[name] = original
+        for put_back in reversed(undo):
+            put_back()
 
 
 def own_batch(x: torch.Tensor, y: torch.Tensor,
