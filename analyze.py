@@ -16,7 +16,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +28,7 @@ from freqmaps.attacks import Attack
 from freqmaps.chunks import ChunkStore, digest
 from freqmaps.class_maps import CLASS_MAP_SETTINGS
 from freqmaps.errors import UserInputError, exit_on_user_error
-from freqmaps.maps import MapSettings
+from freqmaps.maps import MapSettings, speed_free
 from freqmaps.power import pairs_for_power
 from freqmaps.report import prepare_output_dir, write_study
 from freqmaps.sampling import seeded_indices, take
@@ -100,11 +99,12 @@ def analyze(
         class_maps: the class-map solver (the paper's: lam 1e-3, tol 1e-3).
         adaptive_attack: attack run against the label-free defended model, which sees the maps.
         resume: save each finished chunk (attack_batch_size images of one attack: adversarials and maps; the
-            defence's pieces; the class-map solver every 25 rounds) under output_dir/chunks, and on a rerun with
-            the same model, images, solver, attacks, seed and device read them back instead of recomputing: a
-            killed run loses at most one chunk. Settings that only conclude (permutations, resamples,
-            power_simulations, pool_kernel, active_threshold) may change between runs; others need --overwrite
-            true, which starts over.
+            defence's pieces, in chunks/defence; the class-map solver every 25 rounds) under output_dir/chunks,
+            and on a rerun with the same model, images, solver, attacks, seed and device read them back instead
+            of recomputing: a killed run loses at most one chunk. Settings that only conclude (permutations,
+            resamples, power_simulations, pool_kernel, active_threshold) and working batch sizes may change
+            between runs; others need --overwrite true, which renews the chunks whose settings changed (the
+            defence's own settings: only chunks/defence).
         device: where the model and the solvers run.
         wandb_project: W&B project for a run holding the table, scalars and figures (None: no W&B run).
         wandb_offline: write the run offline (`wandb sync` uploads it later).
@@ -126,13 +126,9 @@ def analyze(
     names = attack_names(attacks)
     store = None
     if resume:
-        fingerprint = {
-            "model": digest(model.state_dict()), "images": index.tolist(), "split": split, "device": device.type,
-            "maps": {k: v for k, v in asdict(maps).items() if k != "batch_size"}, "attacks": dict(zip(names, map(
-                repr, attacks))), "attack_batch_size": attack_batch_size, "seed": seed,
-            "class_map_images": class_map_images, "class_map_attack": class_map_attack,
-            "class_maps": {k: v for k, v in asdict(class_maps).items() if k != "batch_size"},
-            "adaptive_attack": repr(adaptive_attack)}
+        fingerprint = {"model": digest(model.state_dict()), "images": index.tolist(), "split": split,
+                       "device": device.type, "maps": speed_free(maps), "attacks": dict(zip(names, map(repr, attacks))),
+                       "attack_batch_size": attack_batch_size, "seed": seed}  # the defence adds its own (run_study)
         store = ChunkStore(Path(output_dir) / "chunks", fingerprint, restart=overwrite)
     study = run_study(
         model, x.to(device), y.to(device), list(zip(names, attacks)), maps, index=index, permutations=permutations,

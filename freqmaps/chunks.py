@@ -49,7 +49,17 @@ class ChunkStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.fingerprint, indent=1) + "\n"
         write_atomically(saved, lambda path: path.write_text(text))
+        self.restart, self.option = restart, option
         self.reused: list[str] = []
+
+    def nested(self, name: str, fingerprint: dict) -> ChunkStore:
+        """A store in the subfolder `name` for work that depends on this store's settings and on `fingerprint`
+        too (e.g. a later stage with knobs of its own): changing those knobs renews that subfolder only. Its
+        reused pieces are counted here too."""
+        store = ChunkStore(self.folder / name, {"parent": self.fingerprint, **fingerprint}, restart=self.restart,
+                           option=self.option)
+        store.reused = self.reused
+        return store
 
     def path(self, name: str) -> Path:
         """Where the piece `name` lives (for a computation that checkpoints itself, e.g. `class_maps`)."""

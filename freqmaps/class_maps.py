@@ -33,7 +33,7 @@ from freqmaps.errors import UserInputError
 from freqmaps.files import write_atomically
 from freqmaps.fourier import apply_mask, fftshift2, ifftshift2
 from freqmaps.inputs import check_images, check_labels, frozen_eval
-from freqmaps.maps import MapSettings, adam_update, record_loss, resolve_settings
+from freqmaps.maps import MapSettings, adam_update, record_loss, resolve_settings, speed_free
 
 CLASS_MAP_SETTINGS = MapSettings(lam=1e-3, lr=0.01, min_steps=500, max_steps=5000, tol=1e-3, window=20)
 CHECKPOINT_ROUNDS = 25  # rounds between two saves of the solver's state when `class_maps` has a checkpoint file
@@ -188,7 +188,7 @@ def class_maps(
         sets_per_class = (counts[0] > 0).to(x.dtype) + (counts[1] > 0).to(x.dtype)
         loop = {"maps": maps, "m": m, "v": v, "adam_steps": adam_steps, "rounds": rounds, "history": history,
                 "converged": converged, "active": active}  # the solver's state, updated in place
-        problem = digest({"x": x, "x_adv": x_adv, "y": y}) + json.dumps(asdict(s), sort_keys=True)
+        problem = digest({"x": x, "x_adv": x_adv, "y": y}) + json.dumps(speed_free(s), sort_keys=True)
         total = int(active.sum())
         if checkpoint is not None and Path(checkpoint).is_file():
             saved = torch.load(checkpoint, map_location="cpu", weights_only=True)

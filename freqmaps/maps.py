@@ -144,6 +144,12 @@ def resolve_settings(settings: MapSettings | None, overrides: dict, default: Map
     return replace(settings or default, **overrides)
 
 
+def speed_free(settings: MapSettings) -> dict:
+    """The settings as a dict without `batch_size`, which decides speed only: what a fingerprint of the results
+    holds (`freqmaps.chunks`)."""
+    return {name: value for name, value in asdict(settings).items() if name != "batch_size"}
+
+
 @dataclass
 class FrequencyMaps:
     """Solved maps and what produced them; row i belongs to image `index[i]`.

@@ -17,12 +17,20 @@ from torch import nn
 
 from freqmaps.analysis import METRICS, Analysis, ImageAnalysis, analyse_images, conclude, summary
 from freqmaps.attacks import Attack, attack_in_chunks
-from freqmaps.chunks import ChunkStore, cached
-from freqmaps.class_maps import ClassMapDefence, ClassMapResult, ClassMaps, class_maps, evaluate_class_maps, predict
+from freqmaps.chunks import ChunkStore, cached, digest
+from freqmaps.class_maps import (
+    CLASS_MAP_SETTINGS,
+    ClassMapDefence,
+    ClassMapResult,
+    ClassMaps,
+    class_maps,
+    evaluate_class_maps,
+    predict,
+)
 from freqmaps.errors import UserInputError
 from freqmaps.files import safe
 from freqmaps.inputs import frozen_eval
-from freqmaps.maps import FrequencyMaps, MapSettings
+from freqmaps.maps import FrequencyMaps, MapSettings, speed_free
 
 ROW_FIELDS = ("attack", *METRICS)
 
@@ -99,7 +107,8 @@ def run_study(
     maps; the same results as one call over all images). store: where finished chunks are saved and, on a rerun
     with the same fingerprint, read back (`freqmaps.chunks`; None: nothing saved); the defence saves its
     training adversarials, the class-map solver's state every `class_maps.CHECKPOINT_ROUNDS` rounds and the
-    adaptive attacks' images there too.
+    adaptive attacks' images in its subfolder `defence`, whose fingerprint adds the defence's own settings (so
+    changing those keeps the attacks' chunks).
     """
     if not attacks:
         raise UserInputError("the study needs at least one attack")
@@ -131,7 +140,10 @@ def run_study(
         defence = defence_study(
             model, dict(attacks)[chosen], chosen, class_map_data, x, y, analyses[chosen].images.x_adv.to(x.device),
             class_map_settings, adaptive_attack, analyses[chosen].images.num_classes, attack_batch_size, seed,
-            progress, store,
+            progress, None if store is None else store.nested("defence", {
+                "class_map_attack": chosen, "class_map_data": digest(dict(zip("xy", class_map_data))),
+                "class_maps": speed_free(class_map_settings or CLASS_MAP_SETTINGS),
+                "adaptive_attack": repr(adaptive_attack)}),
         )
     return Study(x.cpu(), y.cpu(), index.cpu(), analyses, defence)
 

@@ -87,9 +87,9 @@ def test_a_killed_study_rerun_reads_its_chunks_and_ends_as_if_never_stopped(unin
     fingerprint = {"run": "digits"}
     with Forwards(zoo_cnn(), stop_after=int(share * total)), pytest.raises(Interrupt):
         study(ChunkStore(tmp_path / "chunks", fingerprint))
-    saved = sorted(p.stem for p in (tmp_path / "chunks").glob("*.pt"))
+    saved = sorted(p.stem for p in (tmp_path / "chunks").rglob("*.pt"))  # the defence's in chunks/defence
     assert last_piece in saved and "class_maps" not in saved  # stopped where the case says
-    assert not list((tmp_path / "chunks").glob("*.partial"))  # whole pieces only
+    assert not list((tmp_path / "chunks").rglob("*.partial"))  # whole pieces only
     store = ChunkStore(tmp_path / "chunks", fingerprint)
     with Forwards(zoo_cnn()) as forwards:
         resumed = study(store)
@@ -141,6 +141,12 @@ def test_chunks_of_other_settings_are_refused_naming_them_and_restart_empties_th
     again = ChunkStore(tmp_path, fingerprint)  # same settings: the piece is read back, not computed
     assert torch.equal(again.get("piece", lambda: pytest.fail("recomputed"))["x"], torch.ones(2))
     assert again.reused == ["piece"]
+    # a later stage's own settings: changing them renews its subfolder only
+    again.nested("defence", {"steps": 5}).get("stage", lambda: {"y": torch.zeros(1)})
+    with pytest.raises(UserInputError, match=r"differing: steps\)"):
+        ChunkStore(tmp_path, fingerprint).nested("defence", {"steps": 6})
+    ChunkStore(tmp_path, fingerprint, restart=True).nested("defence", {"steps": 6})
+    assert (tmp_path / "piece.pt").is_file() and not (tmp_path / "defence" / "stage.pt").exists()
     ChunkStore(tmp_path, fingerprint | {"seed": 1}, restart=True)
     assert not (tmp_path / "piece.pt").exists()
     changed = {name: t.clone() for name, t in model.state_dict().items()}
