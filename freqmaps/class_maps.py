@@ -156,7 +156,8 @@ def class_maps(
     is the number of images per forward pass. progress: a tqdm bar of classes stopped / classes with images.
     checkpoint: a file the solver's whole state is saved to every `checkpoint_every` rounds and, when it holds
     the state of the same problem (inputs and settings), resumed from: a killed run loses at most that many
-    rounds, and the resumed result is the uninterrupted one exactly.
+    rounds, and the resumed result is the uninterrupted one, bit for bit where the arithmetic is deterministic
+    (one CPU thread; with more, the scatter-adds of the maps' gradient vary run to run at ~1e-5 anyway).
     """
     s = resolve_settings(settings, overrides, CLASS_MAP_SETTINGS)
     if s.fast:

@@ -21,6 +21,16 @@ SETTINGS = MapSettings(lam=0.1, lr=0.05, min_steps=10, max_steps=30, batch_size=
 CLASS_SETTINGS = MapSettings(lam=1e-3, lr=0.01, min_steps=8, max_steps=14, tol=1e-3, window=4)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Bit-for-bit comparisons need deterministic arithmetic: with two CPU threads the class-map solver's
+    scatter-adds (the gradient of gathering each image's class map) already differ run to run by ~1e-5."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Interrupt(Exception):
     """Stands for the kill: raised from inside the model's forward."""
 
