@@ -120,7 +120,7 @@ def run_study(
         raise UserInputError(f"class_map_attack {chosen!r} is not one of the study's attacks {names}")
     index = torch.arange(len(x)) if index is None else index
     analyses: dict[str, Analysis] = {}
-    essential: list[FrequencyMaps | None] = []
+    essential: list[FrequencyMaps] = []  # per chunk, from the first attack; shared by the others
     for name, attack in attacks:
         parts = []
         for k, rows in enumerate(torch.arange(len(x)).split(attack_batch_size)):
