@@ -189,15 +189,16 @@ def class_maps(
         sets_per_class = (counts[0] > 0).to(x.dtype) + (counts[1] > 0).to(x.dtype)
         loop = {"maps": maps, "m": m, "v": v, "adam_steps": adam_steps, "rounds": rounds, "history": history,
                 "converged": converged, "active": active}  # the solver's state, updated in place
-        problem = digest({"x": x, "x_adv": x_adv, "y": y}) + json.dumps(speed_free(s), sort_keys=True)
         total = int(active.sum())
-        if checkpoint is not None and Path(checkpoint).is_file():
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            if saved.get("problem") != problem:
-                raise UserInputError(f"{checkpoint} holds the class-map solver's state of another problem; "
-                                     "remove it to start over")
-            for name, tensor in loop.items():
-                tensor.copy_(saved[name])
+        if checkpoint is not None:  # what the saved state must have been solving (hashed only when there is one)
+            problem = digest({"x": x, "x_adv": x_adv, "y": y}) + json.dumps(speed_free(s), sort_keys=True)
+            if Path(checkpoint).is_file():
+                saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+                if saved.get("problem") != problem:
+                    raise UserInputError(f"{checkpoint} holds the class-map solver's state of another problem; "
+                                         "remove it to start over")
+                for name, tensor in loop.items():
+                    tensor.copy_(saved[name])
         with tqdm(total=total, initial=total - int(active.sum()), desc="class maps", unit="class",
                   disable=not progress) as bar:
             done = 0
